@@ -1,0 +1,42 @@
+# Bazaar — the two commands a new user needs, and a few more.
+#   make run    start the local stack (RabbitMQ + PostgreSQL as plain processes, data in .run/)
+#   make test   start the stack if needed, then build and run every test against it
+#   make stop   stop what `make run` / `make test` started
+# See README.md. Ports and credentials: scripts/stack.sh --help.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+STACK := scripts/stack.sh
+SWIFT_TEST_FLAGS ?=
+
+.PHONY: help run stop status test build clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+run: ## Start the local stack and show that it answers
+	@$(STACK) up
+	@echo
+	@echo "The stack runs. Connection settings (admin credentials):"
+	@sed -n 's/^\([A-Z_]*_URL\)=/  \1=/p' .run/stack.env
+	@echo "Try: psql \"\$$(sed -n 's/^DATABASE_URL=//p' .run/stack.env)\" -c 'select 1'"
+	@echo "Stop it with: make stop"
+
+stop: ## Stop the local stack
+	@$(STACK) down
+
+status: ## Say what runs
+	@$(STACK) status
+
+build: ## Build everything (debug)
+	swift build --build-tests
+
+test: ## Run all tests against a real RabbitMQ and PostgreSQL (starts the stack if needed)
+	@$(STACK) up
+	@echo "==> building and running the tests (the first build takes a few minutes)"
+	set -a; source .run/stack.env; set +a; swift test $(SWIFT_TEST_FLAGS)
+
+clean: ## Remove build output (not the stack's data: make stop, then rm -rf .run)
+	rm -rf .build

@@ -1,0 +1,38 @@
+// swift-tools-version: 6.1
+// Bazaar: event-driven microservices over RabbitMQ and PostgreSQL.
+//
+// Folders follow the design rather than SwiftPM's defaults:
+//   Shared/    the modules every service uses (C bindings, AMQP client, Postgres layer)
+//   Services/  the four services (order, payment, inventory, notification)
+//   Tests/     one target per module, integration tests against the real broker and database
+import PackageDescription
+
+let package = Package(
+    name: "Bazaar",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "AMQP", targets: ["AMQP"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // C bindings: librabbitmq and libpq from Debian's -dev packages, and the one C function
+        // Swift can't call directly (amqp_login is variadic).
+        .systemLibrary(
+            name: "CRabbitMQ", path: "Shared/CRabbitMQ", pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"])]),
+        .target(name: "CAMQPShim", dependencies: ["CRabbitMQ"], path: "Shared/CAMQPShim"),
+
+        // Our Swift layers over them.
+        .target(
+            name: "AMQP",
+            dependencies: ["CRabbitMQ", "CAMQPShim", .product(name: "Logging", package: "swift-log")],
+            path: "Shared/AMQP"),
+
+        // Tests. Integration tests need the local stack (`make test` starts it).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "AMQPTests", dependencies: ["AMQP", "TestSupport"], path: "Tests/AMQPTests"),
+        .testTarget(name: "LocalStackTests", dependencies: ["TestSupport"], path: "Tests/LocalStackTests"),
+    ]
+)
