@@ -12,6 +12,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "AMQP", targets: ["AMQP"]),
+        .library(name: "Postgres", targets: ["Postgres"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -23,16 +24,26 @@ let package = Package(
             name: "CRabbitMQ", path: "Shared/CRabbitMQ", pkgConfig: "librabbitmq",
             providers: [.apt(["librabbitmq-dev"])]),
         .target(name: "CAMQPShim", dependencies: ["CRabbitMQ"], path: "Shared/CAMQPShim"),
+        .systemLibrary(
+            name: "CLibPQ", path: "Shared/CLibPQ", pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]),
 
         // Our Swift layers over them.
         .target(
             name: "AMQP",
             dependencies: ["CRabbitMQ", "CAMQPShim", .product(name: "Logging", package: "swift-log")],
             path: "Shared/AMQP"),
+        .target(
+            name: "Postgres",
+            dependencies: ["CLibPQ", .product(name: "Logging", package: "swift-log")],
+            path: "Shared/Postgres"),
 
         // Tests. Integration tests need the local stack (`make test` starts it).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "TestSupport"], path: "Tests/AMQPTests"),
         .testTarget(name: "LocalStackTests", dependencies: ["TestSupport"], path: "Tests/LocalStackTests"),
+        .testTarget(
+            name: "PostgresTests", dependencies: ["Postgres", "TestSupport"], path: "Tests/PostgresTests",
+            resources: [.copy("Fixtures")]),
     ]
 )

@@ -1,0 +1,181 @@
+import Logging
+
+/// One PostgreSQL session over libpq.
+///
+/// libpq's connection handle is not thread-safe and its calls block, so the handle lives inside
+/// this actor, and the actor runs on its own serial dispatch queue (`SerialQueueExecutor`) rather
+/// than Swift's cooperative pool. Every method is synchronous inside the actor: called with
+/// `await` from outside, it hops onto the queue, makes its libpq calls back to back, and returns.
+/// No method awaits between two libpq calls, so actor reentrancy can never interleave another
+/// task's statements with them.
+///
+/// Most code uses a `PostgresPool`; a connection of its own suits a tool or a test.
+public actor PostgresConnection {
+    private let executor: SerialQueueExecutor
+    private let libpq: LibPQConnection
+    public let configuration: PostgresConfiguration
+    private let logger: Logger
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    private init(configuration: PostgresConfiguration, logger: Logger) {
+        self.executor = SerialQueueExecutor(label: "bazaar.postgres.\(configuration.applicationName)")
+        self.libpq = LibPQConnection(configuration: configuration, logger: logger)
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Opens a connection (with `PQconnectdbParams`, on the connection's own queue).
+    public static func connect(
+        configuration: PostgresConfiguration, logger: Logger
+    ) async throws -> PostgresConnection {
+        let connection = PostgresConnection(configuration: configuration, logger: logger)
+        try await connection.open()
+        return connection
+    }
+
+    private func open() throws {
+        try libpq.connect()
+        logger.debug("connected to PostgreSQL", metadata: ["url": "\(configuration)", "pid": "\(libpq.backendPID)"])
+    }
+
+    /// Runs one statement and returns its rows. Values are bound to `$1…$n`, never spliced into
+    /// the SQL.
+    public func query(_ sql: String, _ parameters: any PostgresBindable...) throws -> [PostgresRow] {
+        try query(sql, parameters: parameters)
+    }
+
+    /// Runs one statement with a list of parameters built at run time.
+    public func query(_ sql: String, parameters: [any PostgresBindable]) throws -> [PostgresRow] {
+        try run(sql, parameters).rows
+    }
+
+    /// Runs one statement and returns how many rows it inserted, updated or deleted.
+    @discardableResult
+    public func execute(_ sql: String, _ parameters: any PostgresBindable...) throws -> Int {
+        try execute(sql, parameters: parameters)
+    }
+
+    /// Runs one statement with a list of parameters built at run time; returns the affected rows.
+    @discardableResult
+    public func execute(_ sql: String, parameters: [any PostgresBindable]) throws -> Int {
+        try run(sql, parameters).affectedRows
+    }
+
+    /// Sends a notification (`SELECT pg_notify($1, $2)`) to the listeners of `channel`.
+    public func notify(channel: String, payload: String = "") throws {
+        _ = try run("SELECT pg_notify($1, $2)", [channel, payload])
+    }
+
+    /// Runs `body` in a transaction: BEGIN before, COMMIT when it returns, ROLLBACK when it throws.
+    ///
+    /// The body is synchronous on purpose. It runs on this connection's queue with the actor held
+    /// from BEGIN to COMMIT, so no other task's statement can slip into the transaction, and no
+    /// `await` can hold it open while the task waits on something else (a lock held across an
+    /// HTTP call is how deadlocks and pool starvation start). Do the async work before or after.
+    public func transaction<Result: Sendable>(
+        _ body: @Sendable (PostgresTransaction) throws -> Result
+    ) throws -> Result {
+        _ = try libpq.execute("BEGIN", [])
+        let result: Result
+        do {
+            result = try body(PostgresTransaction(libpq: libpq, logger: logger))
+        } catch {
+            rollBack(after: error)
+            throw error
+        }
+        // A failed COMMIT (a deferred constraint, a serialization failure) has already ended the
+        // transaction on the server: the error is all that is left to report.
+        _ = try libpq.execute("COMMIT", [])
+        return result
+    }
+
+    private func rollBack(after error: any Error) {
+        // Nothing to roll back when the session ended (the server rolled back) or the body's
+        // SQL already ended the transaction.
+        guard libpq.isConnected, libpq.isInTransaction else { return }
+        do {
+            _ = try libpq.execute("ROLLBACK", [])
+        } catch let rollbackError {
+            logger.warning(
+                "ROLLBACK failed after an error in a transaction",
+                metadata: ["error": "\(error)", "rollbackError": "\(rollbackError)"])
+        }
+    }
+
+    /// The server process of this session, as `pg_stat_activity.pid` and `pg_terminate_backend`
+    /// know it.
+    public var backendPID: Int32 { libpq.backendPID }
+
+    /// Re-establishes the session if it was lost (libpq's `PQstatus` is CONNECTION_BAD, after
+    /// reading whatever the server already sent, so a connection cut while idle is noticed too).
+    /// Returns whether it reconnected. Session state — SET, temporary tables, LISTEN — is gone.
+    @discardableResult
+    public func reconnectIfNeeded() throws -> Bool {
+        if libpq.checkAlive() { return false }
+        logger.info("PostgreSQL connection lost; reconnecting", metadata: ["url": "\(configuration)"])
+        try libpq.reset()
+        return true
+    }
+
+    /// Closes the session (`PQfinish`). Later statements fail with `connectionLost`.
+    public func close() {
+        libpq.close()
+    }
+
+    private func run(_ sql: String, _ parameters: [any PostgresBindable]) throws -> PostgresQueryResult {
+        logger.trace("statement", metadata: ["sql": "\(sql)"])
+        return try libpq.execute(sql, parameters.map(\.postgresBinding))
+    }
+}
+
+/// The statements of one transaction, handed to the body of `transaction { tx in … }`.
+///
+/// Not `Sendable` and only valid inside the body: it uses the connection's handle directly, which
+/// is safe only because the body runs synchronously on the connection's queue.
+public struct PostgresTransaction {
+    let libpq: LibPQConnection
+    let logger: Logger
+
+    /// Runs one statement and returns its rows.
+    public func query(_ sql: String, _ parameters: any PostgresBindable...) throws -> [PostgresRow] {
+        try query(sql, parameters: parameters)
+    }
+
+    /// Runs one statement with a list of parameters built at run time.
+    public func query(_ sql: String, parameters: [any PostgresBindable]) throws -> [PostgresRow] {
+        try run(sql, parameters).rows
+    }
+
+    /// Runs one statement and returns how many rows it inserted, updated or deleted.
+    @discardableResult
+    public func execute(_ sql: String, _ parameters: any PostgresBindable...) throws -> Int {
+        try execute(sql, parameters: parameters)
+    }
+
+    /// Runs one statement with a list of parameters built at run time; returns the affected rows.
+    @discardableResult
+    public func execute(_ sql: String, parameters: [any PostgresBindable]) throws -> Int {
+        try run(sql, parameters).affectedRows
+    }
+
+    /// Queues a notification; PostgreSQL delivers it only if and when the transaction commits,
+    /// which is what makes NOTIFY safe to pair with an outbox row.
+    public func notify(channel: String, payload: String = "") throws {
+        _ = try run("SELECT pg_notify($1, $2)", [channel, payload])
+    }
+
+    /// Runs a script of several statements without parameters (`PQexec`). Only for trusted SQL
+    /// shipped with the code, such as migrations: nothing from outside may reach it.
+    func executeScript(_ sql: String) throws {
+        try libpq.executeScript(sql)
+    }
+
+    /// Whether the session is still inside the transaction block (a script could have ended it).
+    var isInTransaction: Bool { libpq.isInTransaction }
+
+    private func run(_ sql: String, _ parameters: [any PostgresBindable]) throws -> PostgresQueryResult {
+        logger.trace("statement", metadata: ["sql": "\(sql)"])
+        return try libpq.execute(sql, parameters.map(\.postgresBinding))
+    }
+}

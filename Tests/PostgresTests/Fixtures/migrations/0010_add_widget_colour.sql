@@ -1,0 +1,2 @@
+ALTER TABLE widgets ADD COLUMN colour text;
+UPDATE widgets SET colour = 'red';
