@@ -35,6 +35,9 @@ build: ## Build everything (debug)
 
 test: ## Run all tests against a real RabbitMQ and PostgreSQL (starts the stack if needed)
 	@$(STACK) up
+	@# The contract tests validate JSON against the schemas with Python's reference validator.
+	@python3 -c 'import jsonschema, rfc3339_validator' 2>/dev/null \
+	  || { echo "==> installing jsonschema (PyPI) for the contract tests"; python3 -m pip install -q jsonschema rfc3339-validator; }
 	@echo "==> building and running the tests (the first build takes a few minutes)"
 	set -a; source .run/stack.env; set +a; swift test $(SWIFT_TEST_FLAGS)
 

@@ -11,6 +11,7 @@ let package = Package(
     name: "Bazaar",
     platforms: [.macOS(.v15)],
     products: [
+        .library(name: "Contracts", targets: ["Contracts"]),
         .library(name: "AMQP", targets: ["AMQP"]),
         .library(name: "Postgres", targets: ["Postgres"]),
     ],
@@ -38,9 +39,13 @@ let package = Package(
             dependencies: ["CLibPQ", .product(name: "Logging", package: "swift-log")],
             path: "Shared/Postgres"),
 
+        // The events the services exchange: Swift types, JSON Schemas and stored samples.
+        .target(name: "Contracts", path: "Shared/Contracts", resources: [.copy("Schemas"), .copy("Samples")]),
+
         // Tests. Integration tests need the local stack (`make test` starts it).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "TestSupport"], path: "Tests/AMQPTests"),
+        .testTarget(name: "ContractsTests", dependencies: ["Contracts", "TestSupport"], path: "Tests/ContractsTests"),
         .testTarget(name: "LocalStackTests", dependencies: ["TestSupport"], path: "Tests/LocalStackTests"),
         .testTarget(
             name: "PostgresTests", dependencies: ["Postgres", "TestSupport"], path: "Tests/PostgresTests",

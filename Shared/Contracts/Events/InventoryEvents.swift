@@ -1,0 +1,97 @@
+import Foundation
+
+// Events the inventory service publishes on the `inventory` exchange.
+
+/// A quantity of one product.
+public struct StockLine: Codable, Sendable, Equatable {
+    public var sku: String
+    public var quantity: Int
+
+    public init(sku: String, quantity: Int) {
+        self.sku = sku
+        self.quantity = quantity
+    }
+}
+
+/// Every line of an order is reserved (all or none).
+public struct StockReserved: DomainEvent {
+    public static let type = "StockReserved"
+    public static let version = 1
+    public static let producer = ServiceName.inventory
+    public static let subject = "stock.reserved"
+
+    public var orderId: UUID
+    public var customerId: String
+    public var items: [StockLine]
+    /// Cents, carried from OrderPlaced so payment can charge without asking anyone.
+    public var total: Int
+
+    public init(orderId: UUID, customerId: String, items: [StockLine], total: Int) {
+        self.orderId = orderId
+        self.customerId = customerId
+        self.items = items
+        self.total = total
+    }
+}
+
+/// At least one line could not be reserved; nothing was.
+public struct StockRejected: DomainEvent {
+    public static let type = "StockRejected"
+    public static let version = 1
+    public static let producer = ServiceName.inventory
+    public static let subject = "stock.rejected"
+
+    public var orderId: UUID
+    /// `out_of_stock` (or `unknown_sku`).
+    public var reason: String
+    /// The skus that were short.
+    public var skus: [String]
+
+    public init(orderId: UUID, reason: String, skus: [String]) {
+        self.orderId = orderId
+        self.reason = reason
+        self.skus = skus
+    }
+}
+
+/// A reservation was given back after the order was cancelled.
+public struct StockReleased: DomainEvent {
+    public static let type = "StockReleased"
+    public static let version = 1
+    public static let producer = ServiceName.inventory
+    public static let subject = "stock.released"
+
+    public var orderId: UUID
+    public var items: [StockLine]
+
+    public init(orderId: UUID, items: [StockLine]) {
+        self.orderId = orderId
+        self.items = items
+    }
+}
+
+/// A product was created or changed. Carries the whole state (event-carried state transfer), so
+/// the order service keeps its own catalogue without asking inventory.
+public struct ProductUpdated: DomainEvent {
+    public static let type = "ProductUpdated"
+    public static let version = 1
+    public static let producer = ServiceName.inventory
+    public static let subject = "product.updated"
+
+    public var sku: String
+    public var name: String
+    /// Cents.
+    public var price: Int
+    /// Units available for sale now.
+    public var available: Int
+    /// A change counter per product: consumers ignore an update older than what they hold.
+    public var revision: Int
+
+    public init(sku: String, name: String, price: Int, available: Int, revision: Int) {
+        self.sku = sku
+        self.name = name
+        self.price = price
+        self.available = available
+        self.revision = revision
+    }
+}
