@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .library(name: "Contracts", targets: ["Contracts"]),
         .library(name: "AMQP", targets: ["AMQP"]),
+        .library(name: "EventRuntime", targets: ["EventRuntime"]),
         .library(name: "Postgres", targets: ["Postgres"]),
     ],
     dependencies: [
@@ -42,10 +43,18 @@ let package = Package(
         // The events the services exchange: Swift types, JSON Schemas and stored samples.
         .target(name: "Contracts", path: "Shared/Contracts", resources: [.copy("Schemas"), .copy("Samples")]),
 
+        // Outbox, inbox, relay, consumer loop and dead-lettering: written once, used by every service.
+        .target(
+            name: "EventRuntime",
+            dependencies: ["AMQP", "Postgres", "Contracts", .product(name: "Logging", package: "swift-log")],
+            path: "Shared/EventRuntime"),
+
         // Tests. Integration tests need the local stack (`make test` starts it).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "TestSupport"], path: "Tests/AMQPTests"),
         .testTarget(name: "ContractsTests", dependencies: ["Contracts", "TestSupport"], path: "Tests/ContractsTests"),
+        .testTarget(
+            name: "EventRuntimeTests", dependencies: ["EventRuntime", "TestSupport"], path: "Tests/EventRuntimeTests"),
         .testTarget(name: "LocalStackTests", dependencies: ["TestSupport"], path: "Tests/LocalStackTests"),
         .testTarget(
             name: "PostgresTests", dependencies: ["Postgres", "TestSupport"], path: "Tests/PostgresTests",

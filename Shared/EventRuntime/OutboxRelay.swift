@@ -1,0 +1,266 @@
+import AMQP
+import Contracts
+import Foundation
+import Logging
+import Postgres
+import Synchronization
+
+/// Publishes a service's outbox to the broker, in outbox order, with publisher confirms.
+///
+/// How it keeps the outbox's promises:
+/// - **Nothing lost.** A row is marked published only after the broker confirmed it. A crash
+///   between the confirm and the mark publishes the row again on restart: consumers deduplicate
+///   through their inbox, so at-least-once publishing is enough.
+/// - **One relay at a time.** With several instances of a service running, the relays elect a
+///   leader with a session-level advisory lock; only the leader publishes, so events leave in
+///   outbox order (per order, and overall). If the leader's process or session dies, Postgres
+///   releases the lock and a standby takes over within a poll interval.
+/// - **Prompt, not busy.** The leader wakes on the `NOTIFY` each outbox write sends, and polls as
+///   a fallback; it publishes in batches and waits once per batch for the confirms.
+/// - **One bad row doesn't stall the rest.** A row the broker refuses (unroutable, nacked) is
+///   retried later with growing delays while the rows behind it go out.
+/// - **Bounded history.** Published rows are deleted after `retention`.
+public final class OutboxRelay: Sendable {
+    /// Tuning; the defaults suit a service on a small machine.
+    public struct Configuration: Sendable {
+        /// Rows published per round trip (one query, one confirm wait, one update).
+        public var batchSize: Int
+        /// How often the relay looks without being woken (and a standby tries to become leader).
+        public var pollInterval: Duration
+        /// How long published rows stay, for inspection and replay.
+        public var retention: Duration
+        /// The longest a refused row waits before its next attempt.
+        public var maximumRetryDelay: Duration
+
+        public init(
+            batchSize: Int = 200, pollInterval: Duration = .seconds(1), retention: Duration = .seconds(7 * 24 * 3600),
+            maximumRetryDelay: Duration = .seconds(300)
+        ) {
+            self.batchSize = batchSize
+            self.pollInterval = pollInterval
+            self.retention = retention
+            self.maximumRetryDelay = maximumRetryDelay
+        }
+    }
+
+    private let service: ServiceName
+    private let outbox: Outbox
+    private let pool: PostgresPool
+    private let publisher: AMQPConnection
+    private let configuration: Configuration
+    private let logger: Logger
+
+    public init(
+        service: ServiceName, outbox: Outbox, pool: PostgresPool, publisher: AMQPConnection,
+        configuration: Configuration = Configuration(), logger: Logger
+    ) {
+        self.service = service
+        self.outbox = outbox
+        self.pool = pool
+        self.publisher = publisher
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "component"] = "outbox-relay"
+        self.logger = logger
+    }
+
+    /// Relays until the task is cancelled.
+    public func run() async throws {
+        while !Task.isCancelled {
+            do {
+                try await runWhileLeader()
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("relay interrupted, starting over: \(error)")
+                try? await Task.sleep(for: configuration.pollInterval)
+            }
+        }
+    }
+
+    /// Waits to become leader, then relays until leadership (its database session) is lost.
+    private func runWhileLeader() async throws {
+        // The advisory lock lives as long as this session: a dedicated connection, not a pooled one.
+        let database = await pool.configuration
+        let leadership = try await PostgresConnection.connect(configuration: database, logger: logger)
+        defer { Task { await leadership.close() } }
+        while !Task.isCancelled {
+            let acquired = try await leadership.query(
+                "SELECT pg_try_advisory_lock(hashtext($1))", "bazaar.outbox-relay.\(outbox.schema)")
+            if try acquired.first?.decode(Bool.self, at: 0) == true { break }
+            try await Task.sleep(for: configuration.pollInterval)
+        }
+        try Task.checkCancellation()
+        logger.info("leading the outbox relay of \(outbox.schema)")
+
+        let wakeups = Wakeups(every: configuration.pollInterval)
+        defer { wakeups.stop() }
+        // Notifications sent while the listener was reconnecting are lost: look again each time it listens.
+        let listener = try PostgresListener(
+            configuration: database, channels: [outbox.channel], logger: logger, onListening: { wakeups.wake() })
+        defer { Task { await listener.stop() } }
+        wakeups.follow(listener.notifications)
+
+        var lastCleanup = ContinuousClock.now
+        for await _ in wakeups.stream {
+            try Task.checkCancellation()
+            // Still leader? A lost session has lost the lock; another instance may lead by now.
+            _ = try await leadership.query("SELECT 1")
+            try await publishPending()
+            if ContinuousClock.now - lastCleanup > .seconds(60) {
+                try await deletePublished()
+                lastCleanup = .now
+            }
+        }
+    }
+
+    /// Publishes every row that is due, batch after batch.
+    func publishPending() async throws {
+        while true {
+            let rows = try await pool.query(
+                """
+                SELECT position, event_id, event_type, event_version, exchange, routing_key, correlation_id,
+                       causation_id, payload::text AS payload, headers::text AS headers, created_at, attempts
+                FROM \(outbox.table)
+                WHERE published_at IS NULL AND (retry_at IS NULL OR retry_at <= now())
+                ORDER BY position
+                LIMIT $1
+                """, configuration.batchSize)
+            if rows.isEmpty { return }
+            let pending = try rows.map(PendingEvent.init)
+            let outcomes = await publisher.publish(batch: pending.map { $0.message(from: service) })
+
+            // Rows refused by a working broker wait with growing delays; when the connection itself
+            // is down, nothing is held against the rows: they go out as soon as it is back.
+            let brokerAway = publisher.status != .connected
+            var published: [Int64] = []
+            for (event, outcome) in zip(pending, outcomes) {
+                if outcome == .confirmed {
+                    published.append(event.position)
+                } else if !brokerAway {
+                    try await postpone(event, because: outcome.error?.description ?? "\(outcome)")
+                }
+            }
+            if !published.isEmpty {
+                try await pool.execute(
+                    "UPDATE \(outbox.table) SET published_at = now() WHERE position = ANY($1::bigint[])",
+                    "{" + published.map(String.init).joined(separator: ",") + "}")
+            }
+            logger.debug("published \(published.count) of \(pending.count) events")
+            if brokerAway { logger.warning("broker unavailable; \(pending.count - published.count) events wait for it") }
+            // A batch that was not all confirmed: the broker is struggling; wait for the next wake-up.
+            if published.count < pending.count || rows.count < configuration.batchSize { return }
+        }
+    }
+
+    private func postpone(_ event: PendingEvent, because reason: String) async throws {
+        logger.warning(
+            "could not publish \(event.type) \(event.eventId) (attempt \(event.attempts + 1)): \(reason)",
+            metadata: ["orderId": "\(event.correlationId)"])
+        let delay = min(Duration.seconds(1 << min(event.attempts, 20)), configuration.maximumRetryDelay)
+        try await pool.execute(
+            """
+            UPDATE \(outbox.table)
+            SET attempts = attempts + 1, last_error = $2, retry_at = now() + make_interval(secs => $3)
+            WHERE position = $1
+            """, event.position, reason, Int(delay.components.seconds))
+    }
+
+    private func deletePublished() async throws {
+        let deleted = try await pool.execute(
+            "DELETE FROM \(outbox.table) WHERE published_at < now() - make_interval(secs => $1)",
+            Int(configuration.retention.components.seconds))
+        if deleted > 0 { logger.info("deleted \(deleted) published outbox rows past retention") }
+    }
+}
+
+/// An outbox row on its way to the broker.
+struct PendingEvent {
+    var position: Int64
+    var eventId: UUID
+    var type: String
+    var version: Int
+    var exchange: String
+    var routingKey: String
+    var correlationId: UUID
+    var causationId: UUID?
+    var payload: String
+    var headers: [String: String]
+    var createdAt: Date
+    var attempts: Int
+
+    init(_ row: PostgresRow) throws {
+        position = try row.decode(Int64.self, column: "position")
+        eventId = try row.decode(UUID.self, column: "event_id")
+        type = try row.decode(String.self, column: "event_type")
+        version = try row.decode(Int.self, column: "event_version")
+        exchange = try row.decode(String.self, column: "exchange")
+        routingKey = try row.decode(String.self, column: "routing_key")
+        correlationId = try row.decode(UUID.self, column: "correlation_id")
+        causationId = try row.decode(UUID?.self, column: "causation_id")
+        payload = try row.decode(String.self, column: "payload")
+        headers = try JSONDecoder().decode([String: String].self, from: Data(try row.decode(String.self, column: "headers").utf8))
+        createdAt = try row.decode(Date.self, column: "created_at")
+        attempts = try row.decode(Int.self, column: "attempts")
+    }
+
+    /// The AMQP message: the envelope as body, its identity in the properties so the broker's
+    /// tools (and consumers that only look at properties) can see what it is.
+    ///
+    /// `mandatory` is set for events that have consumers: if no queue is bound yet (a consumer
+    /// not started yet), the broker returns the message and the relay retries it rather than lose
+    /// it. Events nobody consumes (yet) are published without it; replay serves late consumers.
+    func message(from service: ServiceName) -> OutgoingMessage {
+        var headers = self.headers.mapValues(AMQPFieldValue.string)
+        if let causationId { headers["x-causation-id"] = .string(causationId.uuidString.lowercased()) }
+        let consumed = EventCatalogue.event(type: type, version: version).map { !EventCatalogue.consumers(of: $0).isEmpty }
+        return OutgoingMessage(
+            exchange: exchange, routingKey: routingKey, body: Array(payload.utf8),
+            properties: AMQPProperties(
+                contentType: "application/json", headers: headers, persistent: true,
+                correlationId: correlationId.uuidString.lowercased(), messageId: eventId.uuidString.lowercased(),
+                timestamp: createdAt, type: type, appId: service.rawValue),
+            mandatory: consumed ?? true)
+    }
+}
+
+/// One stream of wake-ups fed by database notifications and a ticker, so the relay has a single
+/// loop. Buffers at most one wake-up: ten notifications while the relay is busy mean one more pass.
+final class Wakeups: Sendable {
+    let stream: AsyncStream<Void>
+    private let continuation: AsyncStream<Void>.Continuation
+    private let tasks = Mutex<[Task<Void, Never>]>([])
+
+    init(every interval: Duration) {
+        (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        continuation.yield()  // look once right away: rows may be waiting from before we started
+        let continuation = continuation
+        tasks.withLock {
+            $0.append(Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: interval)
+                    continuation.yield()
+                }
+            })
+        }
+    }
+
+    func wake() { continuation.yield() }
+
+    /// Wakes on every notification; when the notifications end (the listener stopped), so do the
+    /// wake-ups, and the relay starts over.
+    func follow(_ notifications: AsyncStream<PostgresNotification>) {
+        let continuation = continuation
+        tasks.withLock {
+            $0.append(Task {
+                for await _ in notifications { continuation.yield() }
+                continuation.finish()
+            })
+        }
+    }
+
+    func stop() {
+        tasks.withLock { $0.forEach { $0.cancel() } }
+        continuation.finish()
+    }
+}

@@ -1,0 +1,363 @@
+import AMQP
+import Contracts
+import Foundation
+import Logging
+import Postgres
+import TestSupport
+import Testing
+
+@testable import EventRuntime
+
+/// The outbox, relay and consumer against the real broker and database. Each test gets its own
+/// schema; the suite gets its own virtual host, since the runtime publishes to the system's real
+/// exchange names.
+@Suite("Event runtime against RabbitMQ and Postgres", .serialized, .timeLimit(.minutes(2)))
+final class RuntimeIntegrationTests {
+    let vhost: TemporaryVirtualHost
+    let logger = Logger(label: "runtime-tests")
+
+    init() throws {
+        vhost = try TemporaryVirtualHost.create(prefix: "runtime-tests")
+    }
+
+    deinit {
+        vhost.delete()
+    }
+
+    // MARK: Outbox and relay
+
+    @Test func theRelayPublishesWhatTheOutboxHoldsInOrderAndMarksItPublished() async throws {
+        try await withEnvironment { env in
+            let queue = try await env.bindQueue(to: OrderPlaced.self)
+            let events = (0..<5).map { _ in Self.orderPlaced() }
+            try await env.pool.transaction { tx in
+                for event in events { try env.outbox.append(event, headers: ["traceparent": "00-abc-def-01"], in: tx) }
+            }
+            // A poll interval far longer than the test: only the NOTIFY of the commit can wake the relay.
+            let relay = env.relay(pollInterval: .seconds(600))
+            let running = Task { try await relay.run() }
+            defer { running.cancel() }
+
+            let deliveries = try await env.receive(events.count, from: queue)
+            #expect(deliveries.map(\.properties.messageId) == events.map { $0.eventId.uuidString.lowercased() })
+            let first = try #require(deliveries.first)
+            #expect(first.properties.type == "OrderPlaced")
+            #expect(first.properties.correlationId == events[0].correlationId.uuidString.lowercased())
+            #expect(first.properties.appId == "order")
+            #expect(first.properties.contentType == "application/json")
+            #expect(first.headers["traceparent"] == "00-abc-def-01")
+            #expect(first.routingKey == "order.placed.v1")
+            let decoded = try EventJSON.decode(EventEnvelope<OrderPlaced>.self, from: Data(first.body))
+            #expect(decoded.eventId == events[0].eventId && decoded.data == events[0].data)
+
+            try await eventually {
+                try await env.pool.query("SELECT count(*) FROM \(env.outbox.table) WHERE published_at IS NULL")
+                    .first?.decode(Int.self, at: 0) == 0
+            }
+        }
+    }
+
+    @Test func aRowTheBrokerRefusesWaitsWhileTheRowsBehindItGoOut() async throws {
+        try await withEnvironment { env in
+            // PaymentCaptured has a consumer (order), so it is published as mandatory; with no queue
+            // bound for it in this virtual host the broker returns it. OrderConfirmed behind it goes
+            // to a bound queue.
+            let queue = try await env.bindQueue(to: OrderConfirmed.self)
+            let orderId = UUID()
+            let stuck = EventEnvelope(
+                correlationId: orderId, causationId: nil,
+                data: PaymentCaptured(orderId: orderId, paymentId: UUID(), customerId: "c", amount: 1))
+            let confirmed = EventEnvelope(
+                correlationId: orderId, causationId: nil, data: OrderConfirmed(orderId: orderId, customerId: "c", total: 1))
+            try await env.pool.transaction { tx in
+                try env.outbox.append(stuck, in: tx)
+                try env.outbox.append(confirmed, in: tx)
+            }
+            let relay = env.relay(pollInterval: .milliseconds(200))
+            let running = Task { try await relay.run() }
+            defer { running.cancel() }
+
+            let delivered = try await env.receive(1, from: queue)
+            #expect(delivered.first?.properties.messageId == confirmed.eventId.uuidString.lowercased())
+            try await eventually {
+                let row = try await env.pool.query(
+                    "SELECT attempts, last_error, retry_at > now() AS waiting FROM \(env.outbox.table) WHERE event_id = $1",
+                    stuck.eventId
+                ).first
+                return try row?.decode(Int.self, column: "attempts") ?? 0 >= 1
+                    && row?.decode(String?.self, column: "last_error")?.contains("312") == true
+                    && row?.decode(Bool.self, column: "waiting") == true
+            }
+        }
+    }
+
+    @Test func eventsWrittenWhileTheBrokerIsAwayGoOutWhenItIsBack() async throws {
+        try await withEnvironment { env in
+            let queue = try await env.bindQueue(to: OrderPlaced.self)
+            let relay = env.relay(pollInterval: .milliseconds(200))
+            let running = Task { try await relay.run() }
+            defer { running.cancel() }
+            let before = Self.orderPlaced()
+            try await env.pool.transaction { tx in try env.outbox.append(before, in: tx) }
+            _ = try await env.receive(1, from: queue)
+
+            // The broker drops every connection of this virtual host, then events keep being written.
+            try StackEnvironment.run(
+                try StackEnvironment.rabbitmqctl, ["-q", "close_all_connections", "-p", vhost.name, "test: broker away"])
+            let during = (0..<5).map { _ in Self.orderPlaced() }
+            for event in during { try await env.pool.transaction { tx in try env.outbox.append(event, in: tx) } }
+
+            try await eventually { env.connection.reconnectCount == 1 && env.connection.status == .connected }
+            let delivered = try await env.receive(during.count, from: queue)
+            #expect(delivered.map(\.properties.messageId) == during.map { $0.eventId.uuidString.lowercased() })
+            try await eventually {
+                try await env.pool.query("SELECT count(*) FROM \(env.outbox.table) WHERE published_at IS NULL")
+                    .first?.decode(Int.self, at: 0) == 0
+            }
+        }
+    }
+
+    @Test func twoRelaysPublishEachEventOnce() async throws {
+        try await withEnvironment { env in
+            let queue = try await env.bindQueue(to: OrderPlaced.self)
+            let relays = [env.relay(pollInterval: .milliseconds(100)), env.relay(pollInterval: .milliseconds(100))]
+            let running = relays.map { relay in Task { try await relay.run() } }
+            defer { running.forEach { $0.cancel() } }
+
+            var events: [EventEnvelope<OrderPlaced>] = []
+            for _ in 0..<10 {
+                let batch = (0..<20).map { _ in Self.orderPlaced() }
+                events += batch
+                try await env.pool.transaction { tx in for event in batch { try env.outbox.append(event, in: tx) } }
+            }
+            let deliveries = try await env.receive(events.count, from: queue)
+            #expect(deliveries.map(\.properties.messageId) == events.map { $0.eventId.uuidString.lowercased() })
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await env.connection.queueStatus(queue).messages == 0, "an event was published twice")
+        }
+    }
+
+    // MARK: Consumer and inbox
+
+    @Test func aHandledEventIsAppliedOnceEvenWhenDeliveredTwice() async throws {
+        try await withEnvironment { env in
+            let consumer = try env.consumer { handlers in
+                handlers.on(OrderPlaced.self) { envelope, context in
+                    try context.transaction.execute(
+                        "INSERT INTO \(env.schemaName).effects (order_id) VALUES ($1)", envelope.data.orderId)
+                    try context.emit(StockRejected(orderId: envelope.data.orderId, reason: "out_of_stock", skus: ["X"]))
+                }
+            }
+            let event = Self.orderPlaced()
+            let first = await consumer.handle(try await env.deliver(event))
+            #expect(first == .applied)
+            #expect(await consumer.handle(try await env.deliver(event)) == .duplicate)
+
+            #expect(try await env.count("effects") == 1)
+            #expect(try await env.count("inbox") == 1)
+            let emitted = try #require(
+                try await env.pool.query("SELECT event_type, correlation_id, causation_id FROM \(env.outbox.table)").first)
+            #expect(try emitted.decode(String.self, column: "event_type") == "StockRejected")
+            #expect(try emitted.decode(UUID.self, column: "correlation_id") == event.correlationId)
+            #expect(try emitted.decode(UUID.self, column: "causation_id") == event.eventId)
+        }
+    }
+
+    @Test func aFailingHandlerLeavesNoTraceAndTheEventIsRetried() async throws {
+        try await withEnvironment { env in
+            let failures = Counter()
+            let consumer = try env.consumer { handlers in
+                handlers.on(OrderPlaced.self) { envelope, context in
+                    try context.transaction.execute(
+                        "INSERT INTO \(env.schemaName).effects (order_id) VALUES ($1)", envelope.data.orderId)
+                    try context.emit(StockRejected(orderId: envelope.data.orderId, reason: "x", skus: []))
+                    if failures.increment() == 1 { throw TransientFault() }
+                }
+            }
+            let event = Self.orderPlaced()
+            guard case .requeued = await consumer.handle(try await env.deliver(event)) else {
+                Issue.record("the first, failing delivery was not requeued")
+                return
+            }
+            #expect(try await env.count("effects") == 0)
+            #expect(try await env.count("inbox") == 0)
+            #expect(try await env.count("outbox") == 0)
+
+            // The broker delivers it again (marked redelivered); this time it applies.
+            let again = try await env.nextWork()
+            #expect(again.redelivered)
+            #expect(await consumer.handle(again) == .applied)
+            #expect(try await env.count("effects") == 1)
+        }
+    }
+
+    @Test(arguments: [
+        ("not json at all", "undecodable"),
+        (#"{"eventId":"00000000-0000-4000-8000-000000000001","type":"Teleported","version":1,"occurredAt":"2026-11-23T20:36:01.123Z","correlationId":"00000000-0000-4000-8000-000000000002","source":"order","data":{}}"#, "unknown_event"),
+        (#"{"eventId":"00000000-0000-4000-8000-000000000003","type":"OrderPlaced","version":1,"occurredAt":"2026-11-23T20:36:01.123Z","correlationId":"00000000-0000-4000-8000-000000000004","source":"order","data":{"orderId":"nope"}}"#, "invalid_data"),
+    ])
+    func aPoisonMessageIsDeadLetteredWithItsReasonAndChangesNothing(body: String, reason: String) async throws {
+        try await withEnvironment { env in
+            let consumer = try env.consumer { handlers in
+                handlers.on(OrderPlaced.self) { _, context in
+                    try context.transaction.execute("INSERT INTO \(env.schemaName).effects (order_id) VALUES (gen_random_uuid())")
+                }
+            }
+            let outcome = await consumer.handle(try await env.deliver(raw: Array(body.utf8)))
+            guard case .deadLettered = outcome else {
+                Issue.record("\(outcome)")
+                return
+            }
+            let parked = try await env.receive(1, from: ServiceName.inventory.deadLetterQueue)[0]
+            #expect(parked.body == Array(body.utf8))
+            #expect(parked.headers["x-bazaar-reason"]?.string == reason)
+            #expect(parked.headers["x-bazaar-error"]?.string?.isEmpty == false)
+            #expect(parked.headers["x-bazaar-original-exchange"]?.string == "orders")
+            #expect(try await env.count("effects") == 0)
+            #expect(try await env.count("inbox") == 0)
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(try await env.connection.queueStatus(env.workQueue).messages == 0, "the poison message is still queued")
+        }
+    }
+
+    // MARK: Helpers
+
+    static func orderPlaced() -> EventEnvelope<OrderPlaced> {
+        let orderId = UUID()
+        return EventEnvelope(
+            correlationId: orderId, causationId: nil,
+            data: OrderPlaced(
+                orderId: orderId, customerId: "alice", items: [OrderLine(sku: "MUG-01", quantity: 2, unitPrice: 1250)],
+                total: 2500))
+    }
+
+    private func withEnvironment(_ body: (TestEnvironment) async throws -> Void) async throws {
+        let env = try await TestEnvironment(vhost: vhost, logger: logger)
+        do {
+            try await body(env)
+        } catch {
+            await env.tearDown()
+            throw error
+        }
+        await env.tearDown()
+    }
+}
+
+struct TransientFault: Error {}
+
+/// A thread-safe counter for handlers, which run on the database's threads.
+final class Counter: Sendable {
+    private let value = Mutex(0)
+    func increment() -> Int { value.withLock { $0 += 1; return $0 } }
+}
+
+import Synchronization
+
+/// A schema with the runtime's tables (plus `effects`, for handlers to write to), a pool, and a
+/// broker connection in the suite's virtual host, with inventory's queue declared as a consumer
+/// would (its topology from the catalogue).
+struct TestEnvironment: Sendable {
+    let schemaName: String
+    let outbox: Outbox
+    let pool: PostgresPool
+    let connection: AMQPConnection
+    let logger: Logger
+    let workQueue = ServiceName.inventory.queue
+    /// Deliveries of the work queue, which the tests hand to the consumer under test. It stays
+    /// open for the whole test: a delivery can only be acked on the channel it came on.
+    let work: AMQPConsumer
+
+    init(vhost: TemporaryVirtualHost, logger: Logger) async throws {
+        schemaName = "runtime_test_\(UUID().uuidString.prefix(8).lowercased())"
+        pool = PostgresPool(configuration: try PostgresConfiguration(url: try StackEnvironment.databaseURL), logger: logger)
+        try await MigrationRunner(schema: schemaName, logger: logger).run(
+            RuntimeTables.migrations + [
+                Migration(version: 100, name: "effects", sql: "CREATE TABLE effects (order_id uuid NOT NULL)")
+            ], on: pool)
+        outbox = try Outbox(schema: schemaName)
+        connection = try await AMQPConnection.connect(
+            try AMQPConfiguration(url: vhost.amqpURL, connectionName: "runtime-tests"), logger: logger)
+        try await connection.declare(
+            ServiceTopology.topology(for: .inventory, handling: [EventKey(OrderPlaced.self)]))
+        try await connection.purgeQueue(workQueue)
+        try await connection.purgeQueue(ServiceName.inventory.deadLetterQueue)
+        work = try await connection.consume(queue: workQueue)
+        self.logger = logger
+    }
+
+    func tearDown() async {
+        _ = try? await pool.execute("DROP SCHEMA \(schemaName) CASCADE")
+        await pool.shutdown()
+        await connection.close()
+    }
+
+    func relay(pollInterval: Duration) -> OutboxRelay {
+        OutboxRelay(
+            service: .order, outbox: outbox, pool: pool, publisher: connection,
+            configuration: .init(pollInterval: pollInterval), logger: logger)
+    }
+
+    func consumer(_ register: (inout EventHandlers) -> Void) throws -> EventConsumer {
+        var handlers = EventHandlers()
+        register(&handlers)
+        return try EventConsumer(
+            service: .inventory, schema: schemaName, handlers: handlers, pool: pool, publisher: connection,
+            retryPause: .milliseconds(10), logger: logger)
+    }
+
+    /// A queue of the test's own bound to `event`'s routing key.
+    func bindQueue(to event: any DomainEvent.Type) async throws -> String {
+        let queue = "test.\(event.type).\(UUID().uuidString.prefix(8))"
+        try await connection.declare(
+            Topology(
+                queues: [QueueSpec(name: queue, kind: .classic)],
+                bindings: [BindingSpec(queue: queue, exchange: event.producer.exchange, routingKey: event.routingKey)]))
+        return queue
+    }
+
+    /// Publishes `envelope` as the producer's relay would, and returns it as the consumer gets it.
+    func deliver<Event: DomainEvent>(_ envelope: EventEnvelope<Event>) async throws -> AMQPDelivery {
+        try await deliver(raw: Array(try EventJSON.encode(envelope)), routingKey: Event.routingKey)
+    }
+
+    func deliver(raw body: [UInt8], routingKey: String = OrderPlaced.routingKey) async throws -> AMQPDelivery {
+        try await connection.publish(OutgoingMessage(exchange: "orders", routingKey: routingKey, body: body))
+        return try await nextWork()
+    }
+
+    /// The next delivery of the work queue, not yet settled.
+    func nextWork() async throws -> AMQPDelivery {
+        try await within(.seconds(10)) { [work] in
+            var iterator = work.makeAsyncIterator()
+            guard let delivery = try await iterator.next() else { throw CancellationError() }
+            return delivery
+        }
+    }
+
+    /// The next `count` deliveries of `queue`, acked.
+    func receive(_ count: Int, from queue: String) async throws -> [AMQPDelivery] {
+        let consumer = try await connection.consume(queue: queue, prefetch: UInt16(min(count, 500)))
+        let deliveries = try await within(.seconds(20)) {
+            var deliveries: [AMQPDelivery] = []
+            for try await delivery in consumer {
+                deliveries.append(delivery)
+                if deliveries.count == count { break }
+            }
+            return deliveries
+        }
+        for delivery in deliveries { try await delivery.ack() }
+        try await consumer.cancel()
+        return deliveries
+    }
+
+    func count(_ table: String) async throws -> Int {
+        try await pool.query("SELECT count(*) FROM \(schemaName).\(table)").first!.decode(Int.self, at: 0)
+    }
+}
+
+/// Polls `condition` until it holds, for up to 10 s.
+func eventually(_ condition: @escaping @Sendable () async throws -> Bool) async throws {
+    try await within(.seconds(10)) {
+        while try await !condition() { try await Task.sleep(for: .milliseconds(50)) }
+    }
+}
