@@ -9,6 +9,7 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
 STACK := scripts/stack.sh
+SERVICES := scripts/services.sh
 # Serial: some integration tests restart the broker or close every connection, which would
 # disturb tests running beside them in other suites. The whole run takes seconds.
 SWIFT_TEST_FLAGS ?= --no-parallel
@@ -18,19 +19,25 @@ SWIFT_TEST_FLAGS ?= --no-parallel
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-run: ## Start the local stack and show that it answers
+run: ## Start the whole system: RabbitMQ, PostgreSQL and the four services, with demo data
 	@$(STACK) up
+	@$(SERVICES) up
 	@echo
-	@echo "The stack runs. Connection settings (admin credentials):"
+	@echo "Bazaar runs. Where everything is (also in .run/stack.env):"
 	@sed -n 's/^\([A-Z_]*_URL\)=/  \1=/p' .run/stack.env
-	@echo "Try: psql \"\$$(sed -n 's/^DATABASE_URL=//p' .run/stack.env)\" -c 'select 1'"
-	@echo "Stop it with: make stop"
+	@echo
+	@echo "Place an order:  curl -s -X POST localhost:8080/orders -H 'content-type: application/json' \\"
+	@echo "                   -d '{\"customerId\":\"alice\",\"items\":[{\"sku\":\"MUG-01\",\"quantity\":2}]}'"
+	@echo "Then look at it: curl -s localhost:8080/orders/<orderId>"
+	@echo "Logs in .run/logs/. Stop everything with: make stop"
 
-stop: ## Stop the local stack
+stop: ## Stop the services and the local stack
+	@$(SERVICES) down
 	@$(STACK) down
 
 status: ## Say what runs
 	@$(STACK) status
+	@$(SERVICES) status
 
 build: ## Build everything (debug)
 	swift build --build-tests

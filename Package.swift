@@ -11,6 +11,10 @@ let package = Package(
     name: "Bazaar",
     platforms: [.macOS(.v15)],
     products: [
+        .executable(name: "order-service", targets: ["OrderMain"]),
+        .executable(name: "inventory-service", targets: ["InventoryMain"]),
+        .executable(name: "payment-service", targets: ["PaymentMain"]),
+        .executable(name: "notification-service", targets: ["NotificationMain"]),
         .library(name: "Contracts", targets: ["Contracts"]),
         .library(name: "AMQP", targets: ["AMQP"]),
         .library(name: "EventRuntime", targets: ["EventRuntime"]),
@@ -18,6 +22,9 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        // HTTP APIs: the Swift server ecosystem's framework, on SwiftNIO (and its service lifecycle).
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // C bindings: librabbitmq and libpq from Debian's -dev packages, and the one C function
@@ -48,6 +55,39 @@ let package = Package(
             name: "EventRuntime",
             dependencies: ["AMQP", "Postgres", "Contracts", .product(name: "Logging", package: "swift-log")],
             path: "Shared/EventRuntime"),
+
+        // What every service shares around its own code: configuration from the environment,
+        // problem+json errors, health endpoints, and the start-up that wires database, broker,
+        // relay, consumer and HTTP server together with graceful shutdown.
+        .target(
+            name: "ServiceKit",
+            dependencies: [
+                "EventRuntime", "AMQP", "Postgres", "Contracts",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Shared/ServiceKit"),
+
+        // The services: a library each (domain, handlers, API, migrations) and a screenful of main.
+        .target(
+            name: "OrderService", dependencies: ["ServiceKit"], path: "Services/Order/OrderService",
+            resources: [.copy("Migrations")]),
+        .executableTarget(name: "OrderMain", dependencies: ["OrderService", "ServiceKit"], path: "Services/Order/Main"),
+        .target(
+            name: "InventoryService", dependencies: ["ServiceKit"], path: "Services/Inventory/InventoryService",
+            resources: [.copy("Migrations")]),
+        .executableTarget(
+            name: "InventoryMain", dependencies: ["InventoryService", "ServiceKit"], path: "Services/Inventory/Main"),
+        .target(
+            name: "PaymentService", dependencies: ["ServiceKit"], path: "Services/Payment/PaymentService",
+            resources: [.copy("Migrations")]),
+        .executableTarget(name: "PaymentMain", dependencies: ["PaymentService", "ServiceKit"], path: "Services/Payment/Main"),
+        .target(
+            name: "NotificationService", dependencies: ["ServiceKit"], path: "Services/Notification/NotificationService",
+            resources: [.copy("Migrations")]),
+        .executableTarget(
+            name: "NotificationMain", dependencies: ["NotificationService", "ServiceKit"], path: "Services/Notification/Main"),
 
         // Tests. Integration tests need the local stack (`make test` starts it).
         .target(name: "TestSupport", path: "Tests/TestSupport"),

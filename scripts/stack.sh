@@ -49,7 +49,7 @@ fail() { printf 'stack: %s\n' "$*" >&2; exit 1; }
 # ---------------------------------------------------------------------------------------------
 # Packages
 
-packages=(rabbitmq-server postgresql-15 librabbitmq-dev libpq-dev pkg-config amqp-tools openssl)
+packages=(rabbitmq-server postgresql-15 librabbitmq-dev libpq-dev pkg-config amqp-tools openssl curl)
 
 install_missing_packages() {
   local missing=()

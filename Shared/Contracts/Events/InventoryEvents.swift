@@ -95,3 +95,15 @@ public struct ProductUpdated: DomainEvent {
         self.revision = revision
     }
 }
+
+/// The shape of a sku, the same everywhere: 1 to 64 ASCII letters, digits, `-`, `_` or `.`.
+public enum SkuFormat {
+    public static let description = "1-64 letters, digits, - _ ."
+
+    public static func isValid(_ sku: String) -> Bool {
+        (1...64).contains(sku.utf8.count)
+            && sku.unicodeScalars.allSatisfy {
+                $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0))
+            }
+    }
+}

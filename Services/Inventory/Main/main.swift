@@ -1,0 +1,4 @@
+import InventoryService
+import ServiceKit
+
+await ServiceMain.run(.inventory) { settings in try InventoryService.definition(settings: settings) }

@@ -1,0 +1,43 @@
+import Contracts
+import Foundation
+import Hummingbird
+import ServiceKit
+
+/// `GET /notifications?orderId=…` or `?customerId=…`.
+struct NotificationRoutes {
+    let store: NotificationStore
+    let dependencies: ServiceDependencies
+
+    struct NotificationBody: ResponseCodable {
+        var notificationId: String
+        var orderId: String
+        var customerId: String
+        var kind: NotificationKind
+        var createdAt: Date
+    }
+
+    func add(to router: Router<BasicRequestContext>) {
+        router.get("/notifications", use: list)
+    }
+
+    @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> [NotificationBody] {
+        let orderText = request.uri.queryParameters.get("orderId")
+        let customerId = request.uri.queryParameters.get("customerId")
+        guard orderText != nil || customerId != nil else {
+            throw Problem.badRequest("give orderId or customerId as a query parameter")
+        }
+        var orderId: UUID?
+        if let orderText {
+            guard let id = UUID(uuidString: orderText) else { throw Problem.badRequest("orderId must be a UUID") }
+            orderId = id
+        }
+        let (store, order) = (store, orderId)
+        return try await dependencies.pool.transaction { tx in
+            try store.notifications(orderId: order, customerId: customerId, in: tx)
+        }.map {
+            NotificationBody(
+                notificationId: $0.notificationId.uuidString.lowercased(), orderId: $0.orderId.uuidString.lowercased(),
+                customerId: $0.customerId, kind: $0.kind, createdAt: $0.createdAt)
+        }
+    }
+}

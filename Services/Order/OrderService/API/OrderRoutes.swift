@@ -1,0 +1,133 @@
+import Contracts
+import EventRuntime
+import Foundation
+import Hummingbird
+import Postgres
+import ServiceKit
+
+/// `POST /orders`, `GET /orders/{orderId}`, `GET /orders?customerId=…`, `POST /orders/{orderId}/cancel`.
+struct OrderRoutes {
+    let store: OrderStore
+    let dependencies: ServiceDependencies
+    let settings: OrderSettings
+
+    struct PlaceOrder: Decodable {
+        var customerId: String
+        var items: [RequestedItem]
+    }
+
+    struct OrderBody: ResponseCodable {
+        struct Item: Codable {
+            var sku: String
+            var quantity: Int
+            var unitPrice: Int
+        }
+
+        var orderId: String
+        var customerId: String
+        var status: OrderStatus
+        var reason: CancellationReason?
+        var items: [Item]
+        var total: Int
+        var createdAt: Date
+
+        init(_ order: StoredOrder) {
+            orderId = order.orderId.uuidString.lowercased()
+            customerId = order.customerId
+            status = order.status
+            reason = order.reason
+            items = order.lines.map { Item(sku: $0.sku, quantity: $0.quantity, unitPrice: $0.unitPrice) }
+            total = order.total
+            createdAt = order.createdAt
+        }
+    }
+
+    func add(to router: Router<BasicRequestContext>) {
+        router.post("/orders", use: place)
+        router.get("/orders", use: list)
+        router.get("/orders/{orderId}", use: show)
+        router.post("/orders/{orderId}/cancel", use: cancel)
+    }
+
+    @Sendable func place(_ request: Request, context: BasicRequestContext) async throws -> EditedResponse<OrderBody> {
+        let body = try await request.decodeJSON(PlaceOrder.self, context: context)
+        let idempotencyKey = request.headers.first { $0.name.canonicalName == "idempotency-key" }?.value
+        if let idempotencyKey, idempotencyKey.isEmpty || idempotencyKey.utf8.count > 200 {
+            throw Problem.badRequest("Idempotency-Key must be 1 to 200 characters")
+        }
+        let items: [RequestedItem]
+        do {
+            items = try OrderPlacement.validate(customerId: body.customerId, items: body.items)
+        } catch {
+            throw Problem.badRequest(error.description)
+        }
+        let (store, outbox, deadline) = (store, dependencies.outbox, settings.pendingDeadline)
+        let result: Result<StoredOrder, OrderRequestProblem> = try await dependencies.pool.transaction { tx in
+            if let idempotencyKey, let existing = try store.order(customerId: body.customerId, idempotencyKey: idempotencyKey, in: tx) {
+                return .success(existing)
+            }
+            let prices = try store.prices(of: items.map(\.sku), in: tx)
+            let priced: (lines: [OrderLine], total: Int)
+            do throws(OrderRequestProblem) {
+                priced = try OrderPlacement.price(items, prices: prices)
+            } catch {
+                return .failure(error)
+            }
+            let order = StoredOrder(
+                orderId: UUID(), customerId: body.customerId, status: .pending, reason: nil, lines: priced.lines,
+                total: priced.total, createdAt: Date())
+            try store.insert(order, idempotencyKey: idempotencyKey, deadline: deadline, in: tx)
+            try outbox.append(
+                EventEnvelope(
+                    correlationId: order.orderId, causationId: nil,
+                    data: OrderPlaced(orderId: order.orderId, customerId: order.customerId, items: order.lines, total: order.total)),
+                in: tx)
+            return .success(try store.order(order.orderId, in: tx) ?? order)
+        }
+        let order: StoredOrder
+        switch result {
+        case .success(let stored): order = stored
+        case .failure(let problem): throw Problem.unprocessable(problem.description)
+        }
+        let location = "/orders/\(order.orderId.uuidString.lowercased())"
+        return EditedResponse(status: .accepted, headers: [.location: location], response: OrderBody(order))
+    }
+
+    @Sendable func show(_ request: Request, context: BasicRequestContext) async throws -> OrderBody {
+        let orderId = try orderId(context)
+        let store = store
+        guard let order = try await dependencies.pool.transaction({ tx in try store.order(orderId, in: tx) }) else {
+            throw Problem.notFound("no order \(orderId.uuidString.lowercased())")
+        }
+        return OrderBody(order)
+    }
+
+    @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> [OrderBody] {
+        guard let customerId = request.uri.queryParameters.get("customerId"), !customerId.isEmpty else {
+            throw Problem.badRequest("the customerId query parameter is required")
+        }
+        let store = store
+        return try await dependencies.pool.transaction { tx in try store.orders(customerId: customerId, limit: 100, in: tx) }
+            .map(OrderBody.init)
+    }
+
+    @Sendable func cancel(_ request: Request, context: BasicRequestContext) async throws -> EditedResponse<OrderBody> {
+        let orderId = try orderId(context)
+        let (store, outbox) = (store, dependencies.outbox)
+        let outcome: (OrderDecision, StoredOrder)? = try await dependencies.pool.transaction { tx in
+            guard try store.order(orderId, in: tx) != nil else { return nil }
+            return try OrderTransitions.apply(.customerCancelled, to: orderId, store: store, context: .direct(tx, outbox))
+        }
+        guard let (decision, order) = outcome else { throw Problem.notFound("no order \(orderId.uuidString.lowercased())") }
+        if case .refuse(let why) = decision { throw Problem.conflict(why) }
+        return EditedResponse(status: .accepted, response: OrderBody(order))
+    }
+
+    private func orderId(_ context: BasicRequestContext) throws -> UUID {
+        guard let text = context.parameters.get("orderId"), let id = UUID(uuidString: text) else {
+            throw Problem.notFound("no such order: order ids are UUIDs")
+        }
+        return id
+    }
+}
+

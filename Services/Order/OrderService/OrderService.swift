@@ -1,0 +1,42 @@
+import Contracts
+import EventRuntime
+import Foundation
+import Logging
+import Postgres
+import ServiceKit
+
+/// The order service: takes orders over HTTP, keeps a copy of the catalogue from inventory's
+/// events, and moves each order to confirmed or cancelled as the saga's events arrive.
+public enum OrderService {
+    public static func definition(settings: ServiceSettings, orderSettings: OrderSettings) throws -> ServiceDefinition {
+        let store = try OrderStore(schema: settings.schema)
+        return ServiceDefinition(
+            service: .order,
+            migrations: try Migrations.load(from: Bundle.module.resourceURL!.appendingPathComponent("Migrations")),
+            handlers: OrderHandlers.make(store: store),
+            routes: { router, dependencies in
+                OrderRoutes(store: store, dependencies: dependencies, settings: orderSettings).add(to: router)
+            },
+            jobs: [{ dependencies in try await sweepOverdueOrders(store: store, settings: orderSettings, dependencies) }])
+    }
+
+    /// Cancels pending orders past their deadline (reason `timed_out`), for as long as the service runs.
+    static func sweepOverdueOrders(store: OrderStore, settings: OrderSettings, _ dependencies: ServiceDependencies) async throws {
+        let outbox = dependencies.outbox
+        while !Task.isCancelled {
+            do {
+                let cancelled = try await dependencies.pool.transaction { tx in
+                    let overdue = try store.overduePending(limit: 100, in: tx)
+                    for order in overdue {
+                        try OrderTransitions.apply(.deadlinePassed, to: order.orderId, store: store, context: .direct(tx, outbox))
+                    }
+                    return overdue.count
+                }
+                if cancelled > 0 { dependencies.logger.info("cancelled \(cancelled) order(s) past their deadline") }
+            } catch {
+                dependencies.logger.warning("deadline sweep failed, trying again: \(error)")
+            }
+            try await Task.sleep(for: settings.sweepInterval)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import Contracts
+import Foundation
+import Postgres
+
+/// An order as stored.
+public struct StoredOrder: Sendable, Equatable {
+    public var orderId: UUID
+    public var customerId: String
+    public var status: OrderStatus
+    public var reason: CancellationReason?
+    public var lines: [OrderLine]
+    public var total: Int
+    public var createdAt: Date
+}
+
+/// The order service's SQL, all of it synchronous inside a transaction.
+struct OrderStore: Sendable {
+    /// Quoted, ready for SQL.
+    let schema: String
+
+    init(schema: String) throws {
+        self.schema = try PostgresIdentifier.quoted(schema)
+    }
+
+    private var orders: String { "\(schema).orders" }
+    private var lines: String { "\(schema).order_lines" }
+    private var catalogue: String { "\(schema).catalogue" }
+
+    func insert(_ order: StoredOrder, idempotencyKey: String?, deadline: Duration, in tx: PostgresTransaction) throws {
+        try tx.execute(
+            """
+            INSERT INTO \(orders) (order_id, customer_id, status, total, idempotency_key, deadline_at)
+            VALUES ($1, $2, 'pending', $3, $4, now() + make_interval(secs => $5))
+            """, order.orderId, order.customerId, order.total, idempotencyKey, Int(deadline.components.seconds))
+        for (index, line) in order.lines.enumerated() {
+            try tx.execute(
+                "INSERT INTO \(lines) (order_id, line, sku, quantity, unit_price) VALUES ($1, $2, $3, $4, $5)",
+                order.orderId, index + 1, line.sku, line.quantity, line.unitPrice)
+        }
+    }
+
+    func order(_ orderId: UUID, forUpdate: Bool = false, in tx: PostgresTransaction) throws -> StoredOrder? {
+        let rows = try tx.query(
+            "SELECT order_id, customer_id, status, reason, total, created_at FROM \(orders) WHERE order_id = $1"
+                + (forUpdate ? " FOR UPDATE" : ""), orderId)
+        guard let row = rows.first else { return nil }
+        return try decode(row, in: tx)
+    }
+
+    func order(customerId: String, idempotencyKey: String, in tx: PostgresTransaction) throws -> StoredOrder? {
+        let rows = try tx.query(
+            """
+            SELECT order_id, customer_id, status, reason, total, created_at FROM \(orders)
+            WHERE customer_id = $1 AND idempotency_key = $2
+            """, customerId, idempotencyKey)
+        return try rows.first.map { try decode($0, in: tx) }
+    }
+
+    func orders(customerId: String, limit: Int, in tx: PostgresTransaction) throws -> [StoredOrder] {
+        try tx.query(
+            """
+            SELECT order_id, customer_id, status, reason, total, created_at FROM \(orders)
+            WHERE customer_id = $1 ORDER BY created_at DESC LIMIT $2
+            """, customerId, limit
+        ).map { try decode($0, in: tx) }
+    }
+
+    func setStatus(_ orderId: UUID, _ status: OrderStatus, reason: CancellationReason?, in tx: PostgresTransaction) throws {
+        try tx.execute(
+            "UPDATE \(orders) SET status = $2, reason = $3, updated_at = now() WHERE order_id = $1",
+            orderId, status.rawValue, reason?.rawValue)
+    }
+
+    /// Pending orders past their deadline, locked; several instances sweeping at once split them.
+    func overduePending(limit: Int, in tx: PostgresTransaction) throws -> [StoredOrder] {
+        try tx.query(
+            """
+            SELECT order_id, customer_id, status, reason, total, created_at FROM \(orders)
+            WHERE status = 'pending' AND deadline_at < now()
+            ORDER BY deadline_at LIMIT $1
+            FOR UPDATE SKIP LOCKED
+            """, limit
+        ).map { try decode($0, in: tx) }
+    }
+
+    func prices(of skus: [String], in tx: PostgresTransaction) throws -> [String: Int] {
+        // Skus are validated (letters, digits, - _ .), so they are safe inside an array literal.
+        let rows = try tx.query(
+            "SELECT sku, price FROM \(catalogue) WHERE sku = ANY($1::text[])", "{" + skus.joined(separator: ",") + "}")
+        return Dictionary(uniqueKeysWithValues: try rows.map { (try $0.decode(String.self, column: "sku"), try $0.decode(Int.self, column: "price")) })
+    }
+
+    /// Keeps the newest revision of a product; an older event arriving late changes nothing.
+    func upsertProduct(_ product: ProductUpdated, in tx: PostgresTransaction) throws {
+        try tx.execute(
+            """
+            INSERT INTO \(catalogue) (sku, name, price, revision) VALUES ($1, $2, $3, $4)
+            ON CONFLICT (sku) DO UPDATE SET name = excluded.name, price = excluded.price,
+                revision = excluded.revision, updated_at = now()
+            WHERE \(catalogue).revision < excluded.revision
+            """, product.sku, product.name, product.price, product.revision)
+    }
+
+    private func decode(_ row: PostgresRow, in tx: PostgresTransaction) throws -> StoredOrder {
+        let orderId = try row.decode(UUID.self, column: "order_id")
+        let lineRows = try tx.query(
+            "SELECT sku, quantity, unit_price FROM \(lines) WHERE order_id = $1 ORDER BY line", orderId)
+        return StoredOrder(
+            orderId: orderId, customerId: try row.decode(String.self, column: "customer_id"),
+            status: OrderStatus(rawValue: try row.decode(String.self, column: "status")) ?? .pending,
+            reason: try row.decode(String?.self, column: "reason").flatMap(CancellationReason.init(rawValue:)),
+            lines: try lineRows.map {
+                OrderLine(
+                    sku: try $0.decode(String.self, column: "sku"), quantity: try $0.decode(Int.self, column: "quantity"),
+                    unitPrice: try $0.decode(Int.self, column: "unit_price"))
+            },
+            total: try row.decode(Int.self, column: "total"), createdAt: try row.decode(Date.self, column: "created_at"))
+    }
+}

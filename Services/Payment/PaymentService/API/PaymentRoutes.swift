@@ -1,0 +1,61 @@
+import Foundation
+import Hummingbird
+import ServiceKit
+
+/// `GET /accounts/{customerId}`, `PUT /accounts/{customerId}`, `GET /payments?orderId=…`.
+struct PaymentRoutes {
+    let store: PaymentStore
+    let dependencies: ServiceDependencies
+
+    struct AccountBody: ResponseCodable {
+        var customerId: String
+        var balance: Int
+    }
+
+    struct PutAccount: Decodable {
+        var balance: Int
+    }
+
+    struct PaymentBody: ResponseCodable {
+        var paymentId: String
+        var orderId: String
+        var amount: Int
+        var status: PaymentStatus
+    }
+
+    func add(to router: Router<BasicRequestContext>) {
+        router.get("/accounts/{customerId}", use: showAccount)
+        router.put("/accounts/{customerId}", use: putAccount)
+        router.get("/payments", use: payments)
+    }
+
+    @Sendable func showAccount(_ request: Request, context: BasicRequestContext) async throws -> AccountBody {
+        let customerId = context.parameters.get("customerId") ?? "", store = store
+        guard let balance = try await dependencies.pool.transaction({ tx in try store.balance(customerId, in: tx) }) else {
+            throw Problem.notFound("no account for customer \(customerId)")
+        }
+        return AccountBody(customerId: customerId, balance: balance)
+    }
+
+    @Sendable func putAccount(_ request: Request, context: BasicRequestContext) async throws -> AccountBody {
+        let customerId = context.parameters.get("customerId") ?? ""
+        let body = try await request.decodeJSON(PutAccount.self, context: context)
+        guard (1...128).contains(customerId.utf8.count) else { throw Problem.badRequest("customerId must be 1 to 128 characters") }
+        guard (0...1_000_000_000_000).contains(body.balance) else { throw Problem.badRequest("balance must be 0 to 10^12 (cents)") }
+        let store = store
+        try await dependencies.pool.transaction { tx in try store.setBalance(customerId, body.balance, in: tx) }
+        return AccountBody(customerId: customerId, balance: body.balance)
+    }
+
+    @Sendable func payments(_ request: Request, context: BasicRequestContext) async throws -> [PaymentBody] {
+        guard let text = request.uri.queryParameters.get("orderId"), let orderId = UUID(uuidString: text) else {
+            throw Problem.badRequest("the orderId query parameter (a UUID) is required")
+        }
+        let store = store
+        return try await dependencies.pool.transaction { tx in try store.payments(orderId: orderId, in: tx) }.map {
+            PaymentBody(
+                paymentId: $0.paymentId.uuidString.lowercased(), orderId: $0.orderId.uuidString.lowercased(), amount: $0.amount,
+                status: $0.status)
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Postgres
+
+/// A payment as stored.
+public struct Payment: Sendable, Equatable {
+    public var paymentId: UUID
+    public var orderId: UUID
+    public var customerId: String
+    public var amount: Int
+    public var status: PaymentStatus
+}
+
+/// The payment service's SQL, synchronous inside a transaction.
+struct PaymentStore: Sendable {
+    let schema: String
+
+    init(schema: String) throws {
+        self.schema = try PostgresIdentifier.quoted(schema)
+    }
+
+    /// Serialises the handlers of one order (StockReserved and OrderCancelled may race).
+    func lockOrder(_ orderId: UUID, in tx: PostgresTransaction) throws {
+        try tx.execute("SELECT pg_advisory_xact_lock(hashtext('payment.order.' || $1::text))", orderId)
+    }
+
+    func payment(orderId: UUID, in tx: PostgresTransaction) throws -> Payment? {
+        try tx.query(
+            "SELECT payment_id, order_id, customer_id, amount, status FROM \(schema).payments WHERE order_id = $1", orderId
+        ).first.map(decode)
+    }
+
+    func isCancelled(_ orderId: UUID, in tx: PostgresTransaction) throws -> Bool {
+        try !tx.query("SELECT 1 FROM \(schema).cancelled_orders WHERE order_id = $1", orderId).isEmpty
+    }
+
+    func recordCancellation(_ orderId: UUID, in tx: PostgresTransaction) throws {
+        try tx.execute("INSERT INTO \(schema).cancelled_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING", orderId)
+    }
+
+    /// The balance, with the account row locked for the charge that follows.
+    func lockBalance(_ customerId: String, in tx: PostgresTransaction) throws -> Int? {
+        try tx.query("SELECT balance FROM \(schema).accounts WHERE customer_id = $1 FOR UPDATE", customerId).first
+            .map { try $0.decode(Int.self, column: "balance") }
+    }
+
+    func changeBalance(_ customerId: String, by amount: Int, in tx: PostgresTransaction) throws {
+        try tx.execute(
+            "UPDATE \(schema).accounts SET balance = balance + $2, updated_at = now() WHERE customer_id = $1",
+            customerId, amount)
+    }
+
+    func insert(_ payment: Payment, reason: String?, in tx: PostgresTransaction) throws {
+        try tx.execute(
+            """
+            INSERT INTO \(schema).payments (payment_id, order_id, customer_id, amount, status, reason)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            """, payment.paymentId, payment.orderId, payment.customerId, payment.amount, payment.status.rawValue, reason)
+    }
+
+    func setStatus(_ paymentId: UUID, _ status: PaymentStatus, in tx: PostgresTransaction) throws {
+        try tx.execute(
+            "UPDATE \(schema).payments SET status = $2, updated_at = now() WHERE payment_id = $1", paymentId, status.rawValue)
+    }
+
+    func payments(orderId: UUID, in tx: PostgresTransaction) throws -> [Payment] {
+        try tx.query(
+            "SELECT payment_id, order_id, customer_id, amount, status FROM \(schema).payments WHERE order_id = $1", orderId
+        ).map(decode)
+    }
+
+    func balance(_ customerId: String, in tx: PostgresTransaction) throws -> Int? {
+        try tx.query("SELECT balance FROM \(schema).accounts WHERE customer_id = $1", customerId).first
+            .map { try $0.decode(Int.self, column: "balance") }
+    }
+
+    func setBalance(_ customerId: String, _ balance: Int, in tx: PostgresTransaction) throws {
+        try tx.execute(
+            """
+            INSERT INTO \(schema).accounts (customer_id, balance) VALUES ($1, $2)
+            ON CONFLICT (customer_id) DO UPDATE SET balance = excluded.balance, updated_at = now()
+            """, customerId, balance)
+    }
+
+    private func decode(_ row: PostgresRow) throws -> Payment {
+        Payment(
+            paymentId: try row.decode(UUID.self, column: "payment_id"), orderId: try row.decode(UUID.self, column: "order_id"),
+            customerId: try row.decode(String.self, column: "customer_id"), amount: try row.decode(Int.self, column: "amount"),
+            status: PaymentStatus(rawValue: try row.decode(String.self, column: "status")) ?? .declined)
+    }
+}

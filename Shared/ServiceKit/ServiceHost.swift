@@ -1,0 +1,202 @@
+import AMQP
+import Contracts
+import EventRuntime
+import Foundation
+import Hummingbird
+import Logging
+import Postgres
+import ServiceLifecycle
+
+/// What a service brings: its tables, its reactions to events, its HTTP routes and any periodic
+/// work. `ServiceHost` supplies the rest, the same for all four.
+public struct ServiceDefinition: Sendable {
+    public var service: ServiceName
+    /// The service's own migrations, numbered from 100 (the event runtime's come first).
+    public var migrations: [Migration]
+    public var handlers: EventHandlers
+    /// Adds the service's routes; called once at start-up.
+    public var routes: @Sendable (Router<BasicRequestContext>, ServiceDependencies) -> Void
+    /// Work that runs beside the API for the life of the process (the order deadline sweep).
+    public var jobs: [@Sendable (ServiceDependencies) async throws -> Void]
+
+    public init(
+        service: ServiceName, migrations: [Migration], handlers: EventHandlers,
+        routes: @escaping @Sendable (Router<BasicRequestContext>, ServiceDependencies) -> Void,
+        jobs: [@Sendable (ServiceDependencies) async throws -> Void] = []
+    ) {
+        self.service = service
+        self.migrations = migrations
+        self.handlers = handlers
+        self.routes = routes
+        self.jobs = jobs
+    }
+}
+
+/// What routes and jobs work with.
+public struct ServiceDependencies: Sendable {
+    public let settings: ServiceSettings
+    public let pool: PostgresPool
+    public let outbox: Outbox
+    public let logger: Logger
+    let publisher: AMQPConnection
+    let consumer: AMQPConnection
+
+    /// `schema.table`, quoted, for the service's SQL.
+    public func table(_ name: String) -> String { "\(settings.schema).\(name)" }
+}
+
+/// Starts a service: waits for the database and the broker, migrates its schema, declares its
+/// broker topology, then runs the outbox relay, the event consumer, its jobs and its HTTP API
+/// until SIGTERM or SIGINT, and shuts down in reverse order.
+public enum ServiceHost {
+    public static func run(_ definition: ServiceDefinition, settings: ServiceSettings) async throws {
+        let logger = makeLogger(settings)
+        let dependencies = try await connect(definition, settings: settings, logger: logger)
+        do {
+            try await serve(definition, settings: settings, dependencies: dependencies, logger: logger)
+        } catch {
+            await close(dependencies)
+            throw error
+        }
+        await close(dependencies)
+        logger.notice("\(settings.service) service stopped")
+    }
+
+    private static func serve(
+        _ definition: ServiceDefinition, settings: ServiceSettings, dependencies: ServiceDependencies, logger: Logger
+    ) async throws {
+        let router = Router(context: BasicRequestContext.self)
+        router.middlewares.add(ProblemMiddleware())
+        addHealthRoutes(to: router, dependencies)
+        definition.routes(router, dependencies)
+
+        let relay = OutboxRelay(
+            service: settings.service, outbox: dependencies.outbox, pool: dependencies.pool,
+            publisher: dependencies.publisher,
+            configuration: .init(pollInterval: settings.outboxPollInterval, retention: settings.outboxRetention),
+            logger: logger)
+        let consumer = try EventConsumer(
+            service: settings.service, schema: settings.schema, handlers: definition.handlers, pool: dependencies.pool,
+            publisher: dependencies.publisher, logger: logger)
+        let deliveries = try await dependencies.consumer.consume(
+            queue: settings.service.queue, prefetch: UInt16(settings.prefetch),
+            consumerTag: "\(settings.instanceName).\(settings.service.queue)")
+
+        var services: [any Service] = [
+            BackgroundService("outbox relay") { try await relay.run() },
+            BackgroundService("event consumer") { try await consumer.run(deliveries) },
+        ]
+        services += definition.jobs.enumerated().map { index, job in
+            BackgroundService("job \(index)") { try await job(dependencies) }
+        }
+        let application = Application(
+            router: router,
+            configuration: .init(
+                address: .hostname(settings.httpHost, port: settings.httpPort), serverName: "bazaar-\(settings.service)"),
+            services: services,
+            onServerRunning: { _ in
+                logger.notice("\(settings.service) service ready on http://\(settings.httpHost):\(settings.httpPort)")
+            },
+            logger: logger)
+        try await application.runService()
+    }
+
+    private static func makeLogger(_ settings: ServiceSettings) -> Logger {
+        var logger = Logger(label: "bazaar.\(settings.service.rawValue)")
+        logger.logLevel = settings.logLevel
+        logger[metadataKey: "instance"] = .string(settings.instanceName)
+        return logger
+    }
+
+    /// Connects to the database and the broker, waiting for them (with back-off and a log line
+    /// per attempt) if they are not up yet: in a container start-up they often are not.
+    static func connect(
+        _ definition: ServiceDefinition, settings: ServiceSettings, logger: Logger
+    ) async throws -> ServiceDependencies {
+        let database = try PostgresConfiguration(url: settings.databaseURL, applicationName: settings.instanceName)
+        let pool = PostgresPool(configuration: database, maxConnections: settings.databasePoolSize, logger: logger)
+        _ = try await waitFor("the database at \(database)", logger: logger) {
+            try await MigrationRunner(schema: settings.schema, logger: logger)
+                .run(RuntimeTables.migrations + definition.migrations, on: pool)
+        }
+        let publishing = try AMQPConfiguration(url: settings.amqpURL, connectionName: "\(settings.instanceName) publisher")
+        let consuming = try AMQPConfiguration(url: settings.amqpURL, connectionName: "\(settings.instanceName) consumer")
+        let publisher = try await waitFor("the broker at \(publishing.redactedURL)", logger: logger) {
+            try await AMQPConnection.connect(publishing, logger: logger)
+        }
+        let consumer = try await waitFor("the broker at \(consuming.redactedURL)", logger: logger) {
+            try await AMQPConnection.connect(consuming, logger: logger)
+        }
+        try await consumer.declare(ServiceTopology.topology(for: settings.service, handling: definition.handlers.events))
+        return ServiceDependencies(
+            settings: settings, pool: pool, outbox: try Outbox(schema: settings.schema), logger: logger,
+            publisher: publisher, consumer: consumer)
+    }
+
+    static func close(_ dependencies: ServiceDependencies) async {
+        await dependencies.consumer.close()
+        await dependencies.publisher.close()
+        await dependencies.pool.shutdown()
+    }
+
+    private static func waitFor<T>(
+        _ what: String, logger: Logger, _ attempt: () async throws -> T
+    ) async throws -> T {
+        var delay = Duration.milliseconds(250)
+        while true {
+            do {
+                return try await attempt()
+            } catch {
+                logger.warning("waiting for \(what): \(error); next try in \(delay)")
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+
+    static func addHealthRoutes(to router: Router<BasicRequestContext>, _ dependencies: ServiceDependencies) {
+        router.get("/health/live") { _, _ in HealthReport(status: "live", checks: [:]) }
+        router.get("/health/ready") { _, _ -> Response in
+            var checks: [String: String] = [:]
+            do {
+                _ = try await dependencies.pool.query("SELECT 1")
+                checks["database"] = "ok"
+            } catch {
+                checks["database"] = "\(error)"
+            }
+            for (name, connection) in [("broker.publisher", dependencies.publisher), ("broker.consumer", dependencies.consumer)] {
+                checks[name] = connection.status == .connected ? "ok" : "\(connection.status)"
+            }
+            let ready = checks.values.allSatisfy { $0 == "ok" }
+            let body = try JSONEncoder().encode(HealthReport(status: ready ? "ready" : "not ready", checks: checks))
+            return Response(
+                status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+        }
+    }
+}
+
+struct HealthReport: ResponseCodable {
+    var status: String
+    var checks: [String: String]
+}
+
+/// A long-running task run by the application's service group; on SIGTERM it is cancelled
+/// (graceful shutdown), which ends its loop.
+struct BackgroundService: Service {
+    let name: String
+    let body: @Sendable () async throws -> Void
+
+    init(_ name: String, body: @escaping @Sendable () async throws -> Void) {
+        self.name = name
+        self.body = body
+    }
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown { try await body() }
+        } catch is CancellationError {
+            // Shutting down: the loop was told to stop, which is not a failure.
+        }
+    }
+}

@@ -1,0 +1,56 @@
+import Contracts
+import Foundation
+
+/// The whole of a service's `main`: answers `--help`, reads the settings, runs the service.
+/// A setting that can't be used stops the process with a message naming it (exit 2).
+public enum ServiceMain {
+    public static func run(
+        _ service: ServiceName, extraSettingsHelp: String = "",
+        _ definition: @escaping (ServiceSettings) throws -> ServiceDefinition
+    ) async {
+        let arguments = CommandLine.arguments.dropFirst()
+        if arguments.contains("--help") || arguments.contains("-h") {
+            print(help(for: service, extra: extraSettingsHelp))
+            return
+        }
+        if let unknown = arguments.first {
+            FileHandle.standardError.write(Data("unknown argument \(unknown); try --help\n".utf8))
+            exit(2)
+        }
+        do {
+            let settings = try ServiceSettings(service: service)
+            try await ServiceHost.run(try definition(settings), settings: settings)
+        } catch let error as SettingsError {
+            FileHandle.standardError.write(Data("\(service)-service: \(error)\n".utf8))
+            exit(2)
+        } catch {
+            FileHandle.standardError.write(Data("\(service)-service stopped: \(error)\n".utf8))
+            exit(1)
+        }
+    }
+
+    static func help(for service: ServiceName, extra: String) -> String {
+        let port = ServiceSettings.defaultPort(of: service), schema = ServiceSettings.defaultSchema(of: service)
+        return """
+            \(service)-service: Bazaar's \(service) service.
+
+            Consumes its queue `\(service.queue)` and publishes to the `\(service.exchange)` exchange, keeps its
+            state in the `\(schema)` schema, and serves its HTTP API. Configured by environment variables;
+            the defaults match the local stack of `make run`.
+
+              HTTP_HOST                 address to listen on                    [127.0.0.1]
+              HTTP_PORT                 port of the HTTP API                    [\(port)]
+              AMQP_URL                  the broker                              [amqp://bazaar:bazaar@127.0.0.1:5673/%2f]
+              DATABASE_URL              the database                            [postgres://bazaar:bazaar@127.0.0.1:5433/bazaar]
+              DATABASE_SCHEMA           the schema this service owns            [\(schema)]
+              DATABASE_POOL_SIZE        database connections                    [4]
+              AMQP_PREFETCH             deliveries in flight                    [20]
+              INSTANCE_NAME             name in broker connections and logs     [\(service)-<pid>]
+              LOG_LEVEL                 trace … critical                        [info]
+              OUTBOX_POLL_INTERVAL_MS   relay's fallback poll                   [1000]
+              OUTBOX_RETENTION_HOURS    how long published events are kept      [168]
+            \(extra)
+            Health: GET /health/live, GET /health/ready. Stops gracefully on SIGTERM or SIGINT.
+            """
+    }
+}

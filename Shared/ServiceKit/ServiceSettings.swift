@@ -1,0 +1,91 @@
+import Contracts
+import Foundation
+import Logging
+
+/// A service's configuration, read from environment variables. Every default matches the local
+/// stack that `make run` starts, so a service started by hand next to it needs no settings.
+public struct ServiceSettings: Sendable {
+    public var service: ServiceName
+    /// `HTTP_HOST`: the address the API listens on. Default `127.0.0.1`; containers set `0.0.0.0`.
+    public var httpHost: String
+    /// `HTTP_PORT`: default 8080 (order), 8081 (inventory), 8082 (payment), 8083 (notification).
+    public var httpPort: Int
+    /// `AMQP_URL`: the broker. Default: the local stack's.
+    public var amqpURL: String
+    /// `DATABASE_URL`: the database. Default: the local stack's.
+    public var databaseURL: String
+    /// `DATABASE_SCHEMA`: the schema this service owns. Default `orders`, `inventory`, `payments`
+    /// or `notifications`.
+    public var schema: String
+    /// `DATABASE_POOL_SIZE`: connections to the database. Default 4.
+    public var databasePoolSize: Int
+    /// `AMQP_PREFETCH`: deliveries the broker may send ahead of acks. Default 20.
+    public var prefetch: Int
+    /// `INSTANCE_NAME`: names this process in the broker and the logs. Default `<service>-<pid>`.
+    public var instanceName: String
+    /// `LOG_LEVEL`: trace, debug, info (default), notice, warning, error, critical.
+    public var logLevel: Logger.Level
+    /// `OUTBOX_POLL_INTERVAL_MS`: how often the relay looks without being notified. Default 1000.
+    public var outboxPollInterval: Duration
+    /// `OUTBOX_RETENTION_HOURS`: how long published events stay in the outbox. Default 168 (a week).
+    public var outboxRetention: Duration
+
+    public init(service: ServiceName, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        func value(_ key: String) -> String? { environment[key].flatMap { $0.isEmpty ? nil : $0 } }
+        func integer(_ key: String, default fallback: Int, in range: ClosedRange<Int>) throws -> Int {
+            guard let text = value(key) else { return fallback }
+            guard let number = Int(text), range.contains(number) else {
+                throw SettingsError(key: key, value: text, expected: "a whole number in \(range)")
+            }
+            return number
+        }
+        self.service = service
+        httpHost = value("HTTP_HOST") ?? "127.0.0.1"
+        httpPort = try integer("HTTP_PORT", default: Self.defaultPort(of: service), in: 1...65535)
+        amqpURL = value("AMQP_URL") ?? "amqp://bazaar:bazaar@127.0.0.1:5673/%2f"
+        databaseURL = value("DATABASE_URL") ?? "postgres://bazaar:bazaar@127.0.0.1:5433/bazaar"
+        schema = value("DATABASE_SCHEMA") ?? Self.defaultSchema(of: service)
+        databasePoolSize = try integer("DATABASE_POOL_SIZE", default: 4, in: 1...100)
+        prefetch = try integer("AMQP_PREFETCH", default: 20, in: 1...10_000)
+        instanceName = value("INSTANCE_NAME") ?? "\(service.rawValue)-\(ProcessInfo.processInfo.processIdentifier)"
+        let level = value("LOG_LEVEL") ?? "info"
+        guard let logLevel = Logger.Level(rawValue: level.lowercased()) else {
+            throw SettingsError(key: "LOG_LEVEL", value: level, expected: "trace, debug, info, notice, warning, error or critical")
+        }
+        self.logLevel = logLevel
+        outboxPollInterval = .milliseconds(try integer("OUTBOX_POLL_INTERVAL_MS", default: 1000, in: 10...600_000))
+        outboxRetention = .seconds(3600 * (try integer("OUTBOX_RETENTION_HOURS", default: 168, in: 1...100_000)))
+    }
+
+    public static func defaultPort(of service: ServiceName) -> Int {
+        switch service {
+        case .order: 8080
+        case .inventory: 8081
+        case .payment: 8082
+        case .notification: 8083
+        }
+    }
+
+    public static func defaultSchema(of service: ServiceName) -> String {
+        switch service {
+        case .order: "orders"
+        case .inventory: "inventory"
+        case .payment: "payments"
+        case .notification: "notifications"
+        }
+    }
+}
+
+/// A setting that is present but unusable: the service refuses to start and says which.
+public struct SettingsError: Error, CustomStringConvertible {
+    public var key: String
+    public var value: String
+    public var expected: String
+    public var description: String { "\(key)=\(value) is not valid: expected \(expected)" }
+
+    public init(key: String, value: String, expected: String) {
+        self.key = key
+        self.value = value
+        self.expected = expected
+    }
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The four services as plain processes on the local stack (scripts/stack.sh), as `make run` uses them.
+#
+#   scripts/services.sh up       build, start order, inventory, payment and notification, wait until
+#                                they are ready, seed demo products and accounts, print where they are
+#   scripts/services.sh down     stop them (SIGTERM: they finish what they are doing), and nothing else
+#   scripts/services.sh status   say which run, and whether they are ready
+#
+# Environment (defaults in brackets):
+#   BAZAAR_RUN_DIR           as for scripts/stack.sh                         [<repo>/.run]
+#   BAZAAR_BUILD             debug or release                                [debug]
+#   ORDER_PORT INVENTORY_PORT PAYMENT_PORT NOTIFICATION_PORT                 [8080 8081 8082 8083]
+#   BAZAAR_SEED              seed demo products and accounts (1) or not (0)  [1]
+# Logs: .run/logs/<service>.log. Each service's other settings: .build/debug/<service>-service --help.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+run_dir=${BAZAAR_RUN_DIR:-$repo/.run}
+build=${BAZAAR_BUILD:-debug}
+services=(order inventory payment notification)
+declare -A ports=(
+  [order]=${ORDER_PORT:-8080} [inventory]=${INVENTORY_PORT:-8081}
+  [payment]=${PAYMENT_PORT:-8082} [notification]=${NOTIFICATION_PORT:-8083}
+)
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+fail() { printf 'services: %s\n' "$*" >&2; exit 1; }
+
+pid_file() { echo "$run_dir/pids/$1.pid"; }
+running() { [ -f "$(pid_file "$1")" ] && kill -0 "$(cat "$(pid_file "$1")")" 2>/dev/null; }
+url() { echo "http://127.0.0.1:${ports[$1]}"; }
+ready() { curl -fsS -o /dev/null --max-time 2 "$(url "$1")/health/ready" 2>/dev/null; }
+
+start() {
+  [ -f "$run_dir/stack.env" ] || fail "the stack is not up: run scripts/stack.sh up (or make run)"
+  say "building the services ($build; the first build takes a few minutes)"
+  (cd "$repo" && swift build -c "$build" --product order-service --product inventory-service \
+    --product payment-service --product notification-service 2>&1 | grep -E '^(error|warning: .*error)|Compiling|Build' | tail -n 3) || true
+  local bin; bin=$(cd "$repo" && swift build -c "$build" --show-bin-path)
+  for s in "${services[@]}"; do [ -x "$bin/$s-service" ] || fail "the build did not produce $bin/$s-service (run swift build to see why)"; done
+
+  mkdir -p "$run_dir/logs" "$run_dir/pids"
+  set -a; source "$run_dir/stack.env"; set +a
+  for s in "${services[@]}"; do
+    if running "$s"; then say "$s already runs (pid $(cat "$(pid_file "$s")"))"; continue; fi
+    HTTP_PORT=${ports[$s]} INSTANCE_NAME="$s-1" setsid nohup "$bin/$s-service" >>"$run_dir/logs/$s.log" 2>&1 &
+    echo $! >"$(pid_file "$s")"
+    say "started $s (pid $!, log $run_dir/logs/$s.log)"
+  done
+  for s in "${services[@]}"; do
+    local i
+    for i in $(seq 1 60); do ready "$s" && break; running "$s" || break; sleep 0.5; done
+    if ! ready "$s"; then
+      tail -n 20 "$run_dir/logs/$s.log" >&2 || true
+      fail "$s did not become ready (log above, full log in $run_dir/logs/$s.log)"
+    fi
+  done
+  say "all four services are ready"
+  write_urls
+  [ "${BAZAAR_SEED:-1}" = 1 ] && seed
+  return 0
+}
+
+write_urls() {
+  sed -i '/^\(ORDER\|INVENTORY\|PAYMENT\|NOTIFICATION\)_URL=/d' "$run_dir/stack.env"
+  for s in "${services[@]}"; do echo "${s^^}_URL=$(url "$s")" >>"$run_dir/stack.env"; done
+}
+
+# Demo data, created only where missing, so a second `make run` keeps what the user changed.
+seed() {
+  local product sku body customer balance
+  for product in \
+    'MUG-01|{"name":"Bazaar mug","price":1250,"stock":100}' \
+    'TEE-42|{"name":"Bazaar T-shirt","price":2000,"stock":50}' \
+    'STICKER-7|{"name":"Sticker pack","price":300,"stock":1000}' \
+    'LAMP-3|{"name":"Desk lamp (only 3 left)","price":4500,"stock":3}'; do
+    sku=${product%%|*}; body=${product#*|}
+    curl -fsS -o /dev/null "$(url inventory)/products/$sku" 2>/dev/null \
+      || curl -fsS -o /dev/null -X PUT -H 'content-type: application/json' -d "$body" "$(url inventory)/products/$sku"
+  done
+  for account in alice:100000 bob:5000 carol:0; do
+    customer=${account%%:*}; balance=${account#*:}
+    curl -fsS -o /dev/null "$(url payment)/accounts/$customer" 2>/dev/null \
+      || curl -fsS -o /dev/null -X PUT -H 'content-type: application/json' -d "{\"balance\":$balance}" "$(url payment)/accounts/$customer"
+  done
+  say "demo data: products MUG-01 TEE-42 STICKER-7 LAMP-3; customers alice (1000.00), bob (50.00), carol (0.00)"
+}
+
+stop() {
+  local s pid i
+  for s in "${services[@]}"; do
+    if ! running "$s"; then rm -f "$(pid_file "$s")"; continue; fi
+    pid=$(cat "$(pid_file "$s")")
+    say "stopping $s (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -0 "$pid" 2>/dev/null && { say "$s did not stop within 10 s: killing it"; kill -KILL "$pid" 2>/dev/null || true; }
+    rm -f "$(pid_file "$s")"
+  done
+}
+
+status() {
+  local s
+  for s in "${services[@]}"; do
+    if ! running "$s"; then say "$s: not running"
+    elif ready "$s"; then say "$s: ready at $(url "$s") (pid $(cat "$(pid_file "$s")"))"
+    else say "$s: running, not ready (pid $(cat "$(pid_file "$s")"); see $run_dir/logs/$s.log)"; fi
+  done
+}
+
+case "${1:-}" in
+  up) start ;;
+  down) stop ;;
+  status) status ;;
+  -h|--help|help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac
