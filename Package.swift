@@ -95,6 +95,17 @@ let package = Package(
         .testTarget(name: "ContractsTests", dependencies: ["Contracts", "TestSupport"], path: "Tests/ContractsTests"),
         .testTarget(
             name: "EventRuntimeTests", dependencies: ["EventRuntime", "TestSupport"], path: "Tests/EventRuntimeTests"),
+        .testTarget(
+            name: "DomainTests", dependencies: ["OrderService", "InventoryService", "PaymentService", "Contracts"],
+            path: "Tests/DomainTests"),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "TestSupport", "Contracts", "AMQP", "Postgres",
+                // Built for their executables, which the tests start as real processes.
+                "OrderMain", "InventoryMain", "PaymentMain", "NotificationMain",
+            ],
+            path: "Tests/EndToEndTests"),
         .testTarget(name: "LocalStackTests", dependencies: ["TestSupport"], path: "Tests/LocalStackTests"),
         .testTarget(
             name: "PostgresTests", dependencies: ["Postgres", "TestSupport"], path: "Tests/PostgresTests",

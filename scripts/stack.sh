@@ -228,7 +228,10 @@ EOF
 
 write_env() {
   mkdir -p "$run_dir/bin"
-  stack_env >"$run_dir/stack.env"
+  # Keep the services' URLs that scripts/services.sh added, if they run.
+  local services=""
+  [ -f "$run_dir/stack.env" ] && services=$(grep -E '^(ORDER|INVENTORY|PAYMENT|NOTIFICATION)_URL=' "$run_dir/stack.env" || true)
+  { stack_env; [ -n "$services" ] && echo "$services"; } >"$run_dir/stack.env"
   # rabbitmqctl bound to our node, for people and tests (close_all_connections, list_queues…).
   cat >"$run_dir/bin/rabbitmqctl" <<EOF
 #!/bin/sh

@@ -1,0 +1,118 @@
+import Contracts
+import InventoryService
+import OrderService
+import PaymentService
+import Testing
+
+@Suite("Order state machine")
+struct OrderStateMachineTests {
+    @Test(arguments: [
+        (OrderStatus.pending, OrderInput.paymentCaptured, OrderDecision.confirm),
+        (.pending, .stockRejected, .cancel(.outOfStock)),
+        (.pending, .paymentDeclined, .cancel(.paymentDeclined)),
+        (.pending, .customerCancelled, .cancel(.customerCancelled)),
+        (.pending, .deadlinePassed, .cancel(.timedOut)),
+        (.confirmed, .customerCancelled, .cancel(.customerCancelled)),
+        (.confirmed, .paymentCaptured, .ignore),
+        (.confirmed, .deadlinePassed, .ignore),
+        (.confirmed, .stockRejected, .ignore),
+        // Races: a late capture or rejection for a cancelled order changes nothing here.
+        (.cancelled, .paymentCaptured, .ignore),
+        (.cancelled, .stockRejected, .ignore),
+        (.cancelled, .paymentDeclined, .ignore),
+        (.cancelled, .deadlinePassed, .ignore),
+        (.cancelled, .customerCancelled, .refuse("the order is already cancelled")),
+    ])
+    func everyTransition(status: OrderStatus, input: OrderInput, expected: OrderDecision) {
+        #expect(OrderStateMachine.decide(status, input) == expected)
+    }
+}
+
+@Suite("Order placement")
+struct OrderPlacementTests {
+    @Test func repeatedSkusAreMergedAndPriced() throws {
+        let items = try OrderPlacement.validate(
+            customerId: "alice", items: [RequestedItem(sku: "MUG-01", quantity: 2), RequestedItem(sku: "MUG-01", quantity: 1)])
+        #expect(items == [RequestedItem(sku: "MUG-01", quantity: 3)])
+        let priced = try OrderPlacement.price(items, prices: ["MUG-01": 1250])
+        #expect(priced.total == 3750)
+        #expect(priced.lines == [OrderLine(sku: "MUG-01", quantity: 3, unitPrice: 1250)])
+    }
+
+    @Test(arguments: [
+        ("", [RequestedItem(sku: "A", quantity: 1)]),
+        ("alice", []),
+        ("alice", [RequestedItem(sku: "A", quantity: 0)]),
+        ("alice", [RequestedItem(sku: "A", quantity: -3)]),
+        ("alice", [RequestedItem(sku: "A", quantity: 1001)]),
+        ("alice", [RequestedItem(sku: "no spaces", quantity: 1)]),
+        ("alice", [RequestedItem(sku: "A,B", quantity: 1)]),
+        ("alice", Array(repeating: RequestedItem(sku: "A", quantity: 1), count: 101)),
+    ])
+    func invalidRequestsAreRefused(customerId: String, items: [RequestedItem]) {
+        #expect(throws: OrderRequestProblem.self) { try OrderPlacement.validate(customerId: customerId, items: items) }
+    }
+
+    @Test func unknownSkusAreNamed() {
+        #expect(throws: OrderRequestProblem.unknownSkus(["B"])) {
+            try OrderPlacement.price([RequestedItem(sku: "A", quantity: 1), RequestedItem(sku: "B", quantity: 1)], prices: ["A": 1])
+        }
+    }
+}
+
+@Suite("Inventory reservation rules")
+struct ReservationRulesTests {
+    let lines = [StockLine(sku: "A", quantity: 2), StockLine(sku: "B", quantity: 1)]
+
+    @Test func allLinesOrNone() {
+        #expect(ReservationRules.onPlaced(nil, lines: lines, available: ["A": 2, "B": 5]) == .reserve)
+        #expect(ReservationRules.onPlaced(nil, lines: lines, available: ["A": 1, "B": 5]) == .reject(skus: ["A"]))
+        #expect(ReservationRules.onPlaced(nil, lines: lines, available: ["A": 9]) == .reject(skus: ["B"]))
+    }
+
+    @Test func aPlacedOrderSeenAgainOrAlreadyCancelledReservesNothing() {
+        for status in [ReservationStatus.reserved, .sold, .released, .rejected, .cancelledBeforePlaced] {
+            #expect(ReservationRules.onPlaced(status, lines: lines, available: ["A": 9, "B": 9]) == .ignore)
+        }
+    }
+
+    @Test func confirmationSellsOnlyAReservation() {
+        #expect(ReservationRules.onConfirmed(.reserved) == .sell)
+        for status in [nil, ReservationStatus.sold, .released, .rejected, .cancelledBeforePlaced] {
+            #expect(ReservationRules.onConfirmed(status) == .ignore)
+        }
+    }
+
+    @Test func cancellationPutsBackOrRemembers() {
+        #expect(ReservationRules.onCancelled(.reserved) == .putBack(from: .reserved))
+        #expect(ReservationRules.onCancelled(.sold) == .putBack(from: .sold))
+        #expect(ReservationRules.onCancelled(nil) == .recordCancellation)
+        for status in [ReservationStatus.released, .rejected, .cancelledBeforePlaced] {
+            #expect(ReservationRules.onCancelled(status) == .ignore)
+        }
+    }
+}
+
+@Suite("Payment rules")
+struct PaymentRulesTests {
+    @Test func chargesWhatTheBalanceCovers() {
+        #expect(PaymentRules.onStockReserved(payment: nil, cancelled: false, balance: 100, amount: 100) == .capture)
+        #expect(PaymentRules.onStockReserved(payment: nil, cancelled: false, balance: 99, amount: 100) == .decline(reason: "insufficient_funds"))
+        #expect(PaymentRules.onStockReserved(payment: nil, cancelled: false, balance: nil, amount: 1) == .decline(reason: "unknown_account"))
+    }
+
+    @Test func neverChargesTwiceNorACancelledOrder() {
+        for payment in [PaymentStatus.captured, .refunded, .declined] {
+            #expect(PaymentRules.onStockReserved(payment: payment, cancelled: false, balance: 1_000, amount: 1) == .ignore)
+        }
+        #expect(PaymentRules.onStockReserved(payment: nil, cancelled: true, balance: 1_000, amount: 1) == .ignore)
+    }
+
+    @Test func cancellationRefundsACaptureOrRemembers() {
+        #expect(PaymentRules.onOrderCancelled(payment: .captured, cancelled: false) == .refund)
+        #expect(PaymentRules.onOrderCancelled(payment: nil, cancelled: false) == .recordCancellation)
+        #expect(PaymentRules.onOrderCancelled(payment: nil, cancelled: true) == .ignore)
+        #expect(PaymentRules.onOrderCancelled(payment: .refunded, cancelled: false) == .ignore)
+        #expect(PaymentRules.onOrderCancelled(payment: .declined, cancelled: false) == .ignore)
+    }
+}

@@ -1,0 +1,201 @@
+import AMQP
+import Foundation
+import Logging
+import Postgres
+import TestSupport
+import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// The four services started as real processes — the executables `swift build` made — against
+/// the local stack's RabbitMQ and PostgreSQL, isolated from everything else: their own virtual
+/// host, their own schemas (suffixed), their own ports. Torn down (SIGTERM, then schemas and
+/// virtual host dropped) when the test ends, whatever its outcome.
+final class RunningSystem: @unchecked Sendable {
+    // @unchecked: `processes` is only changed by the test's own task (start/stop), never concurrently.
+    enum Service: String, CaseIterable, Sendable {
+        case order, inventory, payment, notification
+
+        var schema: String {
+            switch self {
+            case .order: "orders"
+            case .inventory: "inventory"
+            case .payment: "payments"
+            case .notification: "notifications"
+            }
+        }
+    }
+
+    let vhost: TemporaryVirtualHost
+    let suffix = "e2e_" + UUID().uuidString.prefix(8).lowercased()
+    let logDirectory: URL
+    let pool: PostgresPool
+    private(set) var ports: [Service: Int] = [:]
+    private var processes: [(name: String, process: Process)] = []
+    private let extraEnvironment: [String: String]
+
+    /// Where `swift build` put the executables: beside the test bundle.
+    static let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+
+    init(environment: [String: String] = [:]) async throws {
+        vhost = try TemporaryVirtualHost.create(prefix: "e2e")
+        logDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("bazaar-\(suffix)")
+        try FileManager.default.createDirectory(at: logDirectory, withIntermediateDirectories: true)
+        pool = PostgresPool(
+            configuration: try PostgresConfiguration(url: try StackEnvironment.databaseURL), logger: Logger(label: "e2e"))
+        extraEnvironment = environment
+        for service in Service.allCases { ports[service] = try Self.freePort() }
+    }
+
+    func schema(_ service: Service) -> String { "\(service.schema)_\(suffix)" }
+    func url(_ service: Service) -> String { "http://127.0.0.1:\(ports[service]!)" }
+
+    /// Starts one instance of each of `services` and waits until all are ready.
+    func start(_ services: [Service] = Service.allCases, instance: Int = 1) async throws {
+        for service in services { try launch(service, instance: instance) }
+        for service in services { try await waitUntilReady(service, instance: instance) }
+    }
+
+    /// A second (third…) instance listens on a port of its own; it shares queue and schema.
+    private func launch(_ service: Service, instance: Int) throws {
+        let executable = Self.binDirectory.appendingPathComponent("\(service.rawValue)-service")
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+            throw SystemError("no executable at \(executable.path): build with `swift build --build-tests`")
+        }
+        let port = instance == 1 ? ports[service]! : try Self.freePort()
+        let process = Process()
+        process.executableURL = executable
+        var environment = ProcessInfo.processInfo.environment
+        environment["AMQP_URL"] = vhost.amqpURL
+        environment["DATABASE_URL"] = try StackEnvironment.databaseURL
+        environment["DATABASE_SCHEMA"] = schema(service)
+        environment["HTTP_PORT"] = "\(port)"
+        environment["INSTANCE_NAME"] = "\(service.rawValue)-\(instance)-\(suffix)"
+        environment["OUTBOX_POLL_INTERVAL_MS"] = "200"
+        environment.merge(extraEnvironment) { $1 }
+        process.environment = environment
+        let log = logDirectory.appendingPathComponent("\(service.rawValue)-\(instance).log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        processes.append(("\(service.rawValue)-\(instance)@\(port)", process))
+        if instance != 1 { extraPorts["\(service.rawValue)-\(instance)"] = port }
+    }
+
+    private var extraPorts: [String: Int] = [:]
+
+    private func waitUntilReady(_ service: Service, instance: Int) async throws {
+        let port = instance == 1 ? ports[service]! : extraPorts["\(service.rawValue)-\(instance)"]!
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            if let (status, _) = try? await HTTP.get("http://127.0.0.1:\(port)/health/ready"), status == 200 { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw SystemError("\(service)-\(instance) not ready within 30 s; its log:\n\(log(of: service, instance: instance))")
+    }
+
+    func log(of service: Service, instance: Int = 1) -> String {
+        (try? String(contentsOf: logDirectory.appendingPathComponent("\(service.rawValue)-\(instance).log"), encoding: .utf8)) ?? ""
+    }
+
+    /// Stops every instance of `service` (SIGTERM, then waits for it to exit).
+    func stop(_ service: Service) {
+        for (name, process) in processes where name.hasPrefix("\(service.rawValue)-") && process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+
+    func tearDown() async {
+        for (_, process) in processes where process.isRunning { process.terminate() }
+        for (_, process) in processes { process.waitUntilExit() }
+        for service in Service.allCases { _ = try? await pool.execute("DROP SCHEMA IF EXISTS \(schema(service)) CASCADE") }
+        await pool.shutdown()
+        vhost.delete()
+        try? FileManager.default.removeItem(at: logDirectory)
+    }
+
+    /// A port nobody listens on right now.
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard ok else { throw SystemError("could not find a free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+struct SystemError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs `body` against a freshly started system and always tears it down; on failure the
+/// services' logs are attached to the test's issues.
+func withSystem(
+    environment: [String: String] = [:], start services: [RunningSystem.Service] = RunningSystem.Service.allCases,
+    _ body: (RunningSystem) async throws -> Void
+) async throws {
+    let system = try await RunningSystem(environment: environment)
+    do {
+        try await system.start(services)
+        try await body(system)
+    } catch {
+        for service in RunningSystem.Service.allCases {
+            let log = system.log(of: service)
+            if !log.isEmpty { Issue.record("\(service) log (last lines):\n\(log.split(separator: "\n").suffix(15).joined(separator: "\n"))") }
+        }
+        await system.tearDown()
+        throw error
+    }
+    await system.tearDown()
+}
+
+/// Just enough HTTP for the tests: JSON in, status and JSON out.
+enum HTTP {
+    static func get(_ url: String) async throws -> (Int, Any?) {
+        try await send("GET", url, body: nil)
+    }
+
+    static func post(_ url: String, json: Any?, headers: [String: String] = [:]) async throws -> (Int, Any?) {
+        try await send("POST", url, body: json.map { try JSONSerialization.data(withJSONObject: $0) }, headers: headers)
+    }
+
+    static func put(_ url: String, json: Any) async throws -> (Int, Any?) {
+        try await send("PUT", url, body: try JSONSerialization.data(withJSONObject: json))
+    }
+
+    /// Sends raw bytes (for malformed bodies); returns status, content type and parsed JSON.
+    static func send(
+        _ method: String, _ url: String, body: Data?, headers: [String: String] = [:]
+    ) async throws -> (Int, Any?) {
+        let (status, _, json) = try await exchange(method, url, body: body, headers: headers)
+        return (status, json)
+    }
+
+    static func exchange(
+        _ method: String, _ url: String, body: Data?, headers: [String: String] = [:]
+    ) async throws -> (status: Int, contentType: String?, json: Any?) {
+        var request = URLRequest(url: URL(string: url)!)
+        request.httpMethod = method
+        request.httpBody = body
+        request.timeoutInterval = 10
+        if body != nil { request.setValue("application/json", forHTTPHeaderField: "Content-Type") }
+        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = response as! HTTPURLResponse
+        return (http.statusCode, http.value(forHTTPHeaderField: "Content-Type"), try? JSONSerialization.jsonObject(with: data))
+    }
+}
