@@ -29,16 +29,19 @@ public final class OutboxRelay: Sendable {
         public var pollInterval: Duration
         /// How long published rows stay, for inspection and replay.
         public var retention: Duration
+        /// How often rows past retention are deleted.
+        public var cleanupInterval: Duration
         /// The longest a refused row waits before its next attempt.
         public var maximumRetryDelay: Duration
 
         public init(
             batchSize: Int = 200, pollInterval: Duration = .seconds(1), retention: Duration = .seconds(7 * 24 * 3600),
-            maximumRetryDelay: Duration = .seconds(300)
+            cleanupInterval: Duration = .seconds(60), maximumRetryDelay: Duration = .seconds(300)
         ) {
             self.batchSize = batchSize
             self.pollInterval = pollInterval
             self.retention = retention
+            self.cleanupInterval = cleanupInterval
             self.maximumRetryDelay = maximumRetryDelay
         }
     }
@@ -107,7 +110,7 @@ public final class OutboxRelay: Sendable {
             // Still leader? A lost session has lost the lock; another instance may lead by now.
             _ = try await leadership.query("SELECT 1")
             try await publishPending()
-            if ContinuousClock.now - lastCleanup > .seconds(60) {
+            if ContinuousClock.now - lastCleanup >= configuration.cleanupInterval {
                 try await deletePublished()
                 lastCleanup = .now
             }
@@ -169,9 +172,14 @@ public final class OutboxRelay: Sendable {
     private func deletePublished() async throws {
         let deleted = try await pool.execute(
             "DELETE FROM \(outbox.table) WHERE published_at < now() - make_interval(secs => $1)",
-            Int(configuration.retention.components.seconds))
+            String(configuration.retention.seconds))
         if deleted > 0 { logger.info("deleted \(deleted) published outbox rows past retention") }
     }
+}
+
+extension Duration {
+    /// Fractional seconds, for SQL intervals.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
 /// An outbox row on its way to the broker.

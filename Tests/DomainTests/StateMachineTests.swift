@@ -47,10 +47,15 @@ struct OrderPlacementTests {
         ("alice", [RequestedItem(sku: "A", quantity: 1001)]),
         ("alice", [RequestedItem(sku: "no spaces", quantity: 1)]),
         ("alice", [RequestedItem(sku: "A,B", quantity: 1)]),
-        ("alice", Array(repeating: RequestedItem(sku: "A", quantity: 1), count: 101)),
     ])
     func invalidRequestsAreRefused(customerId: String, items: [RequestedItem]) {
         #expect(throws: OrderRequestProblem.self) { try OrderPlacement.validate(customerId: customerId, items: items) }
+    }
+
+    @Test func anOrderHasAtMostAHundredLines() throws {
+        let lines = (1...101).map { RequestedItem(sku: "SKU-\($0)", quantity: 1) }
+        #expect(throws: OrderRequestProblem.self) { try OrderPlacement.validate(customerId: "alice", items: lines) }
+        #expect(try OrderPlacement.validate(customerId: "alice", items: Array(lines.prefix(100))).count == 100)
     }
 
     @Test func unknownSkusAreNamed() {

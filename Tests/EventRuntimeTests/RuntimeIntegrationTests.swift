@@ -117,6 +117,22 @@ final class RuntimeIntegrationTests {
         }
     }
 
+    @Test func publishedRowsAreDeletedAfterTheRetention() async throws {
+        try await withEnvironment { env in
+            let queue = try await env.bindQueue(to: OrderPlaced.self)
+            let event = Self.orderPlaced()
+            try await env.pool.transaction { tx in try env.outbox.append(event, in: tx) }
+            let relay = OutboxRelay(
+                service: .order, outbox: env.outbox, pool: env.pool, publisher: env.connection,
+                configuration: .init(pollInterval: .milliseconds(100), retention: .milliseconds(300), cleanupInterval: .zero),
+                logger: env.logger)
+            let running = Task { try await relay.run() }
+            defer { running.cancel() }
+            _ = try await env.receive(1, from: queue)
+            try await eventually { try await env.count("outbox") == 0 }
+        }
+    }
+
     @Test func twoRelaysPublishEachEventOnce() async throws {
         try await withEnvironment { env in
             let queue = try await env.bindQueue(to: OrderPlaced.self)
