@@ -34,8 +34,7 @@ ready() { curl -fsS -o /dev/null --max-time 2 "$(url "$1")/health/ready" 2>/dev/
 start() {
   [ -f "$run_dir/stack.env" ] || fail "the stack is not up: run scripts/stack.sh up (or make run)"
   say "building the services ($build; the first build takes a few minutes)"
-  (cd "$repo" && swift build -c "$build" --product order-service --product inventory-service \
-    --product payment-service --product notification-service 2>&1 | grep -E '^(error|warning: .*error)|Compiling|Build' | tail -n 3) || true
+  (cd "$repo" && swift build -c "$build") || fail "the build failed (output above)"
   local bin; bin=$(cd "$repo" && swift build -c "$build" --show-bin-path)
   for s in "${services[@]}"; do [ -x "$bin/$s-service" ] || fail "the build did not produce $bin/$s-service (run swift build to see why)"; done
 
