@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "inventory-service", targets: ["InventoryMain"]),
         .executable(name: "payment-service", targets: ["PaymentMain"]),
         .executable(name: "notification-service", targets: ["NotificationMain"]),
+        .executable(name: "bazaar", targets: ["BazaarCLI"]),
         .library(name: "Contracts", targets: ["Contracts"]),
         .library(name: "AMQP", targets: ["AMQP"]),
         .library(name: "EventRuntime", targets: ["EventRuntime"]),
@@ -25,6 +26,9 @@ let package = Package(
         // HTTP APIs: the Swift server ecosystem's framework, on SwiftNIO (and its service lifecycle).
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        // The bazaar command-line tool: argument parsing, and latency percentiles for `bazaar load`.
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // C bindings: librabbitmq and libpq from Debian's -dev packages, and the one C function
@@ -89,6 +93,17 @@ let package = Package(
         .executableTarget(
             name: "NotificationMain", dependencies: ["NotificationService", "ServiceKit"], path: "Services/Notification/Main"),
 
+        // The bazaar command-line tool.
+        .executableTarget(
+            name: "BazaarCLI",
+            dependencies: [
+                "AMQP", "Postgres", "Contracts",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Services/CLI/bazaar"),
+
         // Tests. Integration tests need the local stack (`make test` starts it).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "TestSupport"], path: "Tests/AMQPTests"),
@@ -103,7 +118,7 @@ let package = Package(
             dependencies: [
                 "TestSupport", "Contracts", "AMQP", "Postgres",
                 // Built for their executables, which the tests start as real processes.
-                "OrderMain", "InventoryMain", "PaymentMain", "NotificationMain",
+                "OrderMain", "InventoryMain", "PaymentMain", "NotificationMain", "BazaarCLI",
             ],
             path: "Tests/EndToEndTests"),
         .testTarget(name: "LocalStackTests", dependencies: ["TestSupport"], path: "Tests/LocalStackTests"),

@@ -125,7 +125,7 @@ public struct EventConsumer: Sendable {
     private func deadLetter(_ delivery: AMQPDelivery, _ poison: PoisonMessage) async -> Outcome {
         var properties = delivery.properties
         properties.headers["x-bazaar-reason"] = .string(poison.kind)
-        properties.headers["x-bazaar-error"] = .string(String(poison.description.prefix(1000)))
+        properties.headers["x-bazaar-error"] = .string(String(poison.detail.prefix(1000)))
         properties.headers["x-bazaar-service"] = .string(service.rawValue)
         properties.headers["x-bazaar-original-exchange"] = .string(delivery.exchange)
         properties.headers["x-bazaar-original-routing-key"] = .string(delivery.routingKey)

@@ -94,10 +94,12 @@ public enum PoisonMessage: Error, Equatable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    /// What exactly was wrong, for the `x-bazaar-error` header.
+    public var detail: String {
         switch self {
-        case .undecodable(let detail), .unknownEvent(let detail), .invalidData(let detail), .rejected(let detail):
-            "\(kind): \(detail)"
+        case .undecodable(let detail), .unknownEvent(let detail), .invalidData(let detail), .rejected(let detail): detail
         }
     }
+
+    public var description: String { "\(kind): \(detail)" }
 }

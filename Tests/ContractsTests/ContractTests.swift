@@ -130,3 +130,38 @@ struct ContractTests {
 private func sameJSON(_ lhs: Any, _ rhs: Any) -> Bool {
     NSDictionary(dictionary: ["value": lhs]).isEqual(to: ["value": rhs])
 }
+
+@Suite("Generated documents")
+struct GeneratedDocumentTests {
+    @Test(arguments: ["event-catalogue.md", "asyncapi.json"])
+    func theCommittedDocumentIsUpToDateWithTheContracts(file: String) throws {
+        let committed = try String(
+            contentsOf: StackEnvironment.repositoryRoot.appendingPathComponent("docs/\(file)"), encoding: .utf8)
+        let generated = file.hasSuffix(".md") ? CatalogueDocuments.markdown() : try CatalogueDocuments.asyncAPI()
+        #expect(committed == generated, "docs/\(file) is out of date with the contracts: run `swift run bazaar docs --write`")
+    }
+
+    @Test func theAsyncAPIDocumentNamesEveryEventProducerAndConsumer() throws {
+        let document = try #require(
+            try JSONSerialization.jsonObject(with: Data(try CatalogueDocuments.asyncAPI().utf8)) as? [String: Any])
+        #expect(document["asyncapi"] as? String == "3.0.0")
+        let operations = try #require(document["operations"] as? [String: Any])
+        #expect(operations["order.send.OrderPlaced.v1"] != nil)
+        #expect(operations["inventory.receive.OrderPlaced.v1"] != nil)
+        #expect(operations["payment.receive.OrderCancelled.v1"] != nil)
+        let sends = operations.keys.filter { $0.contains(".send.") }.count
+        let receives = operations.keys.filter { $0.contains(".receive.") }.count
+        #expect(sends == EventCatalogue.events.count)
+        #expect(receives == EventCatalogue.subscriptions.values.map(\.count).reduce(0, +))
+        // Every reference inside the document resolves.
+        let text = try CatalogueDocuments.asyncAPI()
+        for match in text.matches(of: /"\$ref" : "#\/([^"]+)"/) {
+            var node: Any? = document
+            for part in match.1.split(separator: "/") {
+                let key = part.replacingOccurrences(of: "~1", with: "/").replacingOccurrences(of: "~0", with: "~")
+                node = (node as? [String: Any])?[key]
+            }
+            #expect(node != nil, "unresolved reference #/\(match.1)")
+        }
+    }
+}

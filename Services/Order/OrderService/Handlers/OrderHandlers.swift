@@ -55,7 +55,7 @@ enum OrderTransitions {
         _ input: OrderInput, to orderId: UUID, store: OrderStore, context: Origin
     ) throws -> (OrderDecision, StoredOrder) {
         guard var order = try store.order(orderId, forUpdate: true, in: context.transaction) else {
-            throw PoisonMessage.rejected("no order \(orderId)")
+            throw PoisonMessage.rejected("no order \(orderId.uuidString.lowercased())")
         }
         let decision = OrderStateMachine.decide(order.status, input)
         switch decision {
