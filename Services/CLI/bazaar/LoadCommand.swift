@@ -58,7 +58,7 @@ struct LoadCommand: AsyncParsableCommand {
         let run = LoadRun(total: total)
         let kinds = mix.kinds(count: total)
         let started = ContinuousClock.now
-        let progress = Task { await reportProgress(run, started: started) }
+        let progress = Task { await reportProgress(run, started: started, database: database, environment: environment) }
         await withTaskGroup(of: Void.self) { group in
             for index in 0..<total {
                 let due = started + .seconds(Double(index) / rate)
@@ -130,14 +130,27 @@ struct LoadCommand: AsyncParsableCommand {
         }
     }
 
-    private func reportProgress(_ run: LoadRun, started: ContinuousClock.Instant) async {
+    private func reportProgress(
+        _ run: LoadRun, started: ContinuousClock.Instant, database: PostgresConnection, environment: BazaarEnvironment
+    ) async {
         guard !output.json else { return }
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(1))
+            if let settled = try? await settledCount(of: await run.orderIds, database: database, environment: environment) {
+                await run.setSettled(settled)
+            }
             let (placed, failed, settled) = await (run.placedCount, run.failures.count, run.settledCount)
             let elapsed = Int((ContinuousClock.now - started).seconds)
             print("  [\(String(format: "%4d", elapsed))s] placed \(placed)/\(run.total)  settled \(settled)  failed \(failed)")
         }
+    }
+
+    private func settledCount(of ids: [UUID], database: PostgresConnection, environment: BazaarEnvironment) async throws -> Int {
+        let orders = try PostgresIdentifier.quoted(environment.schema(of: .order)) + ".orders"
+        let list = "{" + ids.map { $0.uuidString.lowercased() }.joined(separator: ",") + "}"
+        return try await database.query(
+            "SELECT count(*) FROM \(orders) WHERE order_id = ANY($1::uuid[]) AND status <> 'pending'", list
+        ).first?.decode(Int.self, at: 0) ?? 0
     }
 
     /// Polls the order service's table until every placed order is confirmed or cancelled.
