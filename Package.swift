@@ -111,7 +111,11 @@ let package = Package(
         .testTarget(
             name: "EventRuntimeTests", dependencies: ["EventRuntime", "TestSupport"], path: "Tests/EventRuntimeTests"),
         .testTarget(
-            name: "DomainTests", dependencies: ["OrderService", "InventoryService", "PaymentService", "Contracts"],
+            name: "DomainTests",
+            dependencies: [
+                "OrderService", "InventoryService", "PaymentService", "NotificationService", "ServiceKit", "EventRuntime",
+                "Contracts",
+            ],
             path: "Tests/DomainTests"),
         .testTarget(
             name: "EndToEndTests",

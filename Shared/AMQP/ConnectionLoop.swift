@@ -28,12 +28,15 @@ typealias LoopCommand = @Sendable (ConnectionLoop) -> Void
 /// `@unchecked Sendable`: the type crosses threads (commands capture it), but all its stored
 /// state except `mailbox`, `status` and `reconnects` is only read and written on its own thread,
 /// inside `run()` and the commands it executes. Those three are Mutex-protected or atomic;
-/// `wakeup` is a pipe, safe to write from any thread.
+/// `wakeup` is a pipe, safe to write from any thread. Once the loop has shut down (the mailbox is
+/// `nil`), late commands run on their caller's thread: the loop thread no longer touches the
+/// state by then, and the mailbox's lock orders its last writes before their reads.
 final class ConnectionLoop: @unchecked Sendable {
     let configuration: AMQPConfiguration
     let logger: Logger
 
-    private let mailbox = Mutex<[LoopCommand]>([])
+    /// Commands waiting for the thread; `nil` once the loop has shut down for good.
+    private let mailbox = Mutex<[LoopCommand]?>([])
     let status = Mutex(ConnectionStatus.connecting)
     /// How many times a lost connection was replaced.
     let reconnects = Atomic<Int>(0)
@@ -79,9 +82,18 @@ final class ConnectionLoop: @unchecked Sendable {
         }
     }
 
-    /// Queues work for the loop's thread and wakes it.
+    /// Queues work for the loop's thread and wakes it. After shut-down the command runs at once,
+    /// on the caller's thread, where it finds no session and fails with `.closed`.
     func submit(_ command: @escaping LoopCommand) {
-        mailbox.withLock { $0.append(command) }
+        let queued = mailbox.withLock { commands -> Bool in
+            guard commands != nil else { return false }
+            commands!.append(command)
+            return true
+        }
+        guard queued else {
+            command(self)
+            return
+        }
         var byte: UInt8 = 1
         _ = write(wakeup.write, &byte, 1)
     }
@@ -158,12 +170,12 @@ final class ConnectionLoop: @unchecked Sendable {
         }
     }
 
-    private var hasQueuedCommands: Bool { mailbox.withLock { !$0.isEmpty } }
+    private var hasQueuedCommands: Bool { mailbox.withLock { !($0?.isEmpty ?? true) } }
 
     private func runCommands() {
         let commands = mailbox.withLock { commands in
-            defer { commands.removeAll(keepingCapacity: true) }
-            return commands
+            defer { commands?.removeAll(keepingCapacity: true) }
+            return commands ?? []
         }
         for command in commands { command(self) }
         session?.releaseBuffers()
@@ -268,9 +280,9 @@ final class ConnectionLoop: @unchecked Sendable {
         guard session != nil else { return }
         logger.warning("connection lost: \(error)")
         session = nil
-        publishes.failAll(.confirmLost(reason: error.description))
+        // Status first: a publisher woken by the failures below must already see the broker away.
         status.withLock { $0 = .reconnecting(lastError: error.description) }
-        reconnectAttempt = 0
+        publishes.failAll(.confirmLost(reason: error.description))
     }
 
     private func shutDown() {
@@ -282,8 +294,9 @@ final class ConnectionLoop: @unchecked Sendable {
         for record in consumers.values { record.stream.finish() }
         consumers.removeAll()
         status.withLock { $0 = .closed }
-        for command in mailbox.withLock({ commands in defer { commands.removeAll() }; return commands }) {
-            command(self)  // they see no session and fail with .closed
+        // Close the mailbox; what was still in it sees no session and fails with .closed.
+        for command in mailbox.withLock({ commands in defer { commands = nil }; return commands ?? [] }) {
+            command(self)
         }
         logger.info("connection closed")
     }

@@ -103,7 +103,7 @@ public struct Topology: Sendable, Hashable {
     }
 
     /// This topology followed by `other`'s declarations, without repeating any.
-    func merging(_ other: Topology) -> Topology {
+    public func merging(_ other: Topology) -> Topology {
         func appendingNew<T: Hashable>(_ base: [T], _ more: [T]) -> [T] {
             var seen = Set(base)
             return base + more.filter { seen.insert($0).inserted }

@@ -51,7 +51,8 @@ public enum ContractFiles {
         Bundle.module.url(forResource: EventCatalogue.fileStem(of: event), withExtension: "json", subdirectory: "Samples")
     }
 
-    /// Every stored sample, including those of versions no longer in the catalogue.
+    /// Every stored sample. Each must keep decoding, so an event version stays in the catalogue
+    /// (and keeps its Swift type) for as long as any sample of it is stored.
     public static var allSamples: [URL] {
         let folder = Bundle.module.resourceURL!.appendingPathComponent("Samples")
         let files = (try? FileManager.default.contentsOfDirectory(at: folder, includingPropertiesForKeys: nil)) ?? []

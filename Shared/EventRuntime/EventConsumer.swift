@@ -77,13 +77,23 @@ public struct EventConsumer: Sendable {
             let body = Data(delivery.body)
             header = try decodeHeader(body)
             outcome = try await apply(body, header: header!) ? .applied : .duplicate
-            try await delivery.ack()
         } catch let poison as PoisonMessage {
             outcome = await deadLetter(delivery, poison)
+            log(outcome, header: header, delivery: delivery, duration: ContinuousClock.now - started)
+            return outcome
         } catch {
             outcome = .requeued(reason: "\(error)")
             try? await Task.sleep(for: retryPause)
             try? await delivery.nack(requeue: true)
+            log(outcome, header: header, delivery: delivery, duration: ContinuousClock.now - started)
+            return outcome
+        }
+        // The effect is committed. If the ack can't be sent (the channel closed meanwhile), the
+        // broker delivers the message again and the inbox makes that a no-op.
+        do {
+            try await delivery.ack()
+        } catch {
+            logger.notice("committed, but the ack was lost (\(error)); the redelivery will be skipped")
         }
         log(outcome, header: header, delivery: delivery, duration: ContinuousClock.now - started)
         return outcome

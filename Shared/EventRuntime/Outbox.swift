@@ -15,10 +15,13 @@ public struct Outbox: Sendable {
     public init(schema: String) throws {
         self.schema = schema
         table = try PostgresIdentifier.quoted(schema) + ".outbox"
+        channel = "bazaar_outbox_\(schema)"
+        // The channel is an identifier too (LISTEN quotes it): it must fit in 63 bytes.
+        _ = try PostgresIdentifier.quoted(channel)
     }
 
     /// The LISTEN/NOTIFY channel the relay waits on.
-    public var channel: String { "bazaar_outbox_\(schema)" }
+    public let channel: String
 
     /// Adds `envelope` to the outbox, to be published on its producer's exchange with its
     /// routing key. `headers` travel as AMQP headers (trace context, for example).

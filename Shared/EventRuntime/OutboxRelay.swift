@@ -13,8 +13,10 @@ import Synchronization
 ///   through their inbox, so at-least-once publishing is enough.
 /// - **One relay at a time.** With several instances of a service running, the relays elect a
 ///   leader with a session-level advisory lock; only the leader publishes, so events leave in
-///   outbox order (per order, and overall). If the leader's process or session dies, Postgres
-///   releases the lock and a standby takes over within a poll interval.
+///   outbox order (the order of insertion; a refused row is overtaken while it waits). If the
+///   leader's process or session dies, Postgres releases the lock and a standby takes over
+///   within a poll interval. Leadership is checked once per pass, so a leader that lost its
+///   session may finish the batch it was publishing: a duplicate, which inboxes absorb.
 /// - **Prompt, not busy.** The leader wakes on the `NOTIFY` each outbox write sends, and polls as
 ///   a fallback; it publishes in batches and waits once per batch for the confirms.
 /// - **One bad row doesn't stall the rest.** A row the broker refuses (unroutable, nacked) is
@@ -89,7 +91,7 @@ public final class OutboxRelay: Sendable {
         defer { Task { await leadership.close() } }
         while !Task.isCancelled {
             let acquired = try await leadership.query(
-                "SELECT pg_try_advisory_lock(hashtext($1))", "bazaar.outbox-relay.\(outbox.schema)")
+                "SELECT pg_try_advisory_lock($1, hashtext($2))", AdvisoryLockClass.outboxRelay.rawValue, outbox.schema)
             if try acquired.first?.decode(Bool.self, at: 0) == true { break }
             try await Task.sleep(for: configuration.pollInterval)
         }
@@ -217,7 +219,8 @@ struct PendingEvent {
     ///
     /// `mandatory` is set for events that have consumers: if no queue is bound yet (a consumer
     /// not started yet), the broker returns the message and the relay retries it rather than lose
-    /// it. Events nobody consumes (yet) are published without it; replay serves late consumers.
+    /// it. Events nobody consumes (yet) are published without it: a consumer that binds later does
+    /// not receive the ones published before (replaying the outbox to it is still to come).
     func message(from service: ServiceName) -> OutgoingMessage {
         var headers = self.headers.mapValues(AMQPFieldValue.string)
         if let causationId { headers["x-causation-id"] = .string(causationId.uuidString.lowercased()) }

@@ -1,19 +1,36 @@
 import AMQP
 import Contracts
 
-/// The broker objects one service needs, derived from what it publishes and what it handles.
+/// The broker objects of the system, derived from the event catalogue.
 ///
-/// - every service's topic exchange (publishers declare their own; consumers declare the ones
-///   they bind to, so start-up order does not matter);
-/// - the service's quorum queue, bound to the routing key of every event it handles, with a
-///   delivery limit (a message that keeps crashing consumers is dead-lettered, not looped) and
-///   dead-lettering to the service's dead-letter exchange;
+/// For each service:
+/// - its topic exchange;
+/// - its quorum queue, bound to the routing key of every event it handles, with a delivery limit
+///   (a message that keeps crashing consumers is dead-lettered, not looped) and dead-lettering to
+///   the service's dead-letter exchange;
 /// - that exchange and the dead-letter queue behind it.
+///
+/// Every service declares the whole of it at start-up (`system()`), not only its own part: the
+/// broker keeps a message only if it reaches an existing queue, so the queues of a service's
+/// consumers must exist before it publishes, whichever of them starts first. (Declaring is
+/// idempotent; with per-service broker permissions, a definitions file loaded into the broker
+/// takes this role.)
 public enum ServiceTopology {
     /// Deliveries before the broker gives up on a message and dead-letters it. Set explicitly:
     /// RabbitMQ's default differs across versions (none before 4.0, 20 since).
     public static let defaultDeliveryLimit = 10
 
+    /// Everything every service needs, as `EventCatalogue.subscriptions` says who consumes what.
+    public static func system(deliveryLimit: Int = defaultDeliveryLimit) -> Topology {
+        ServiceName.allCases.reduce(Topology()) { topology, service in
+            topology.merging(
+                self.topology(
+                    for: service, handling: EventCatalogue.subscriptions[service, default: []].map { EventKey($0) },
+                    deliveryLimit: deliveryLimit))
+        }
+    }
+
+    /// One service's queue, bindings and dead-letter queue, for the events it handles.
     public static func topology(
         for service: ServiceName, handling events: [EventKey], deliveryLimit: Int = defaultDeliveryLimit
     ) -> Topology {

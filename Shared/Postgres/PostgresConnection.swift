@@ -84,6 +84,14 @@ public actor PostgresConnection {
             rollBack(after: error)
             throw error
         }
+        // A body that caught an SQL error and returned anyway leaves the transaction aborted, and
+        // COMMIT would then quietly roll back: refuse to report success for writes that are gone.
+        if libpq.isInFailedTransaction {
+            rollBack(after: PostgresError(.unexpectedResult, message: "transaction aborted"))
+            throw PostgresError(
+                .unexpectedResult,
+                message: "the transaction was aborted by an earlier error its body caught; nothing was committed")
+        }
         // A failed COMMIT (a deferred constraint, a serialization failure) has already ended the
         // transaction on the server: the error is all that is left to report.
         _ = try libpq.execute("COMMIT", [])

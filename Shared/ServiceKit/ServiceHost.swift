@@ -40,9 +40,6 @@ public struct ServiceDependencies: Sendable {
     public let logger: Logger
     let publisher: AMQPConnection
     let consumer: AMQPConnection
-
-    /// `schema.table`, quoted, for the service's SQL.
-    public func table(_ name: String) -> String { "\(settings.schema).\(name)" }
 }
 
 /// Starts a service: waits for the database and the broker, migrates its schema, declares its
@@ -127,7 +124,9 @@ public enum ServiceHost {
         let consumer = try await waitFor("the broker at \(consuming.redactedURL)", logger: logger) {
             try await AMQPConnection.connect(consuming, logger: logger)
         }
-        try await consumer.declare(ServiceTopology.topology(for: settings.service, handling: definition.handlers.events))
+        try await consumer.declare(
+            ServiceTopology.system().merging(
+                ServiceTopology.topology(for: settings.service, handling: definition.handlers.events)))
         return ServiceDependencies(
             settings: settings, pool: pool, outbox: try Outbox(schema: settings.schema), logger: logger,
             publisher: publisher, consumer: consumer)

@@ -1,7 +1,10 @@
 import Contracts
+import EventRuntime
 import InventoryService
+import NotificationService
 import OrderService
 import PaymentService
+import ServiceKit
 import Testing
 
 @Suite("Order state machine")
@@ -119,5 +122,23 @@ struct PaymentRulesTests {
         #expect(PaymentRules.onOrderCancelled(payment: nil, cancelled: true) == .ignore)
         #expect(PaymentRules.onOrderCancelled(payment: .refunded, cancelled: false) == .ignore)
         #expect(PaymentRules.onOrderCancelled(payment: .declined, cancelled: false) == .ignore)
+    }
+}
+
+@Suite("Handlers and the event catalogue")
+struct HandlerCatalogueTests {
+    /// The queues every service declares come from the catalogue: a handler the catalogue doesn't
+    /// list would never get its events, and a listed event without a handler would be dead-lettered.
+    @Test func eachServiceHandlesExactlyWhatTheCatalogueSaysItConsumes() throws {
+        let definitions = [
+            try OrderService.definition(settings: try ServiceSettings(service: .order, environment: [:]), orderSettings: try OrderSettings(environment: [:])),
+            try InventoryService.definition(settings: try ServiceSettings(service: .inventory, environment: [:])),
+            try PaymentService.definition(settings: try ServiceSettings(service: .payment, environment: [:])),
+            try NotificationService.definition(settings: try ServiceSettings(service: .notification, environment: [:])),
+        ]
+        for definition in definitions {
+            let catalogued = Set(EventCatalogue.subscriptions[definition.service, default: []].map { EventKey($0) })
+            #expect(Set(definition.handlers.events) == catalogued, "\(definition.service)")
+        }
     }
 }

@@ -105,3 +105,21 @@ struct StatementTests {
         #expect(error?.kind == .closed)
     }
 }
+
+@Suite("Transactions whose body swallowed an error")
+struct SwallowedErrorTests {
+    @Test func aBodyThatCaughtAnSQLErrorCannotCommit() async throws {
+        let table = TestDatabase.uniqueName("swallowed")
+        try await TestDatabase.withConnection { database in
+            try await database.execute("CREATE TABLE \(table) (n int)")
+            await #expect(throws: PostgresError.self) {
+                try await database.transaction { tx in
+                    try tx.execute("INSERT INTO \(table) VALUES (1)")
+                    _ = try? tx.execute("SELECT no_such_column FROM \(table)")  // aborts the transaction; error swallowed
+                }
+            }
+            #expect(try await database.query("SELECT count(*) FROM \(table)").first?.decode(Int.self, at: 0) == 0)
+            try await database.execute("DROP TABLE \(table)")
+        }
+    }
+}

@@ -23,7 +23,7 @@ struct InventoryStore: Sendable {
     /// Serialises every handler of one order within inventory (OrderPlaced and OrderCancelled may
     /// reach two instances at once); the lock ends with the transaction.
     func lockOrder(_ orderId: UUID, in tx: PostgresTransaction) throws {
-        try tx.execute("SELECT pg_advisory_xact_lock(hashtext('inventory.order.' || $1::text))", orderId)
+        try tx.lock(.inventoryOrder, key: orderId.uuidString.lowercased())
     }
 
     func reservationStatus(_ orderId: UUID, in tx: PostgresTransaction) throws -> ReservationStatus? {

@@ -84,9 +84,10 @@ struct OrderStore: Sendable {
     }
 
     func prices(of skus: [String], in tx: PostgresTransaction) throws -> [String: Int] {
-        // Skus are validated (letters, digits, - _ .), so they are safe inside an array literal.
-        let rows = try tx.query(
-            "SELECT sku, price FROM \(catalogue) WHERE sku = ANY($1::text[])", "{" + skus.joined(separator: ",") + "}")
+        // Skus are validated (letters, digits, - _ .), so quoting each is enough to make an array
+        // literal of them (quoted, so that a sku spelled NULL stays a string).
+        let literal = "{" + skus.map { "\"\($0)\"" }.joined(separator: ",") + "}"
+        let rows = try tx.query("SELECT sku, price FROM \(catalogue) WHERE sku = ANY($1::text[])", literal)
         return Dictionary(uniqueKeysWithValues: try rows.map { (try $0.decode(String.self, column: "sku"), try $0.decode(Int.self, column: "price")) })
     }
 

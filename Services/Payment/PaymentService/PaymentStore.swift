@@ -20,7 +20,7 @@ struct PaymentStore: Sendable {
 
     /// Serialises the handlers of one order (StockReserved and OrderCancelled may race).
     func lockOrder(_ orderId: UUID, in tx: PostgresTransaction) throws {
-        try tx.execute("SELECT pg_advisory_xact_lock(hashtext('payment.order.' || $1::text))", orderId)
+        try tx.lock(.paymentOrder, key: orderId.uuidString.lowercased())
     }
 
     func payment(orderId: UUID, in tx: PostgresTransaction) throws -> Payment? {

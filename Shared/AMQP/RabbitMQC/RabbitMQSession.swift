@@ -337,8 +337,10 @@ final class RabbitMQSession {
     private func readContent(channel: UInt16) throws -> (AMQPProperties, [UInt8]) {
         var message = amqp_message_t()
         let reply = amqp_read_message(state, channel, &message, 0)
-        defer { amqp_destroy_message(&message) }
+        // On failure librabbitmq has already freed what it allocated (without clearing the
+        // pointers): destroying the message then would free it twice.
         try Self.check(reply, state: state, channel: channel, during: "reading a message")
+        defer { amqp_destroy_message(&message) }
         return (message.properties.swiftProperties, message.body.array)
     }
 

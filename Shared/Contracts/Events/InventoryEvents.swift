@@ -107,3 +107,11 @@ public enum SkuFormat {
             }
     }
 }
+
+extension String {
+    /// Whether the text holds control characters (NUL, line breaks, escapes…), which no name or
+    /// id of ours may contain: PostgreSQL refuses NUL in text, and the others only hide things.
+    public var containsControlCharacters: Bool {
+        unicodeScalars.contains { $0.properties.generalCategory == .control }
+    }
+}

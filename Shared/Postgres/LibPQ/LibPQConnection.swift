@@ -114,6 +114,13 @@ final class LibPQConnection {
         return status == PQTRANS_INTRANS || status == PQTRANS_INERROR
     }
 
+    /// Whether the transaction block has failed: every statement until ROLLBACK is refused, and
+    /// COMMIT would roll back.
+    var isInFailedTransaction: Bool {
+        guard let handle else { return false }
+        return PQtransactionStatus(handle) == PQTRANS_INERROR
+    }
+
     /// Runs one statement with `$1…$n` parameters through `PQexecParams`; results come back in
     /// text format.
     func execute(_ sql: String, _ parameters: [PostgresBinding]) throws -> PostgresQueryResult {

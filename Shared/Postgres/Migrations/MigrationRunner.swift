@@ -45,7 +45,7 @@ public struct MigrationRunner: Sendable {
     private static func apply(
         _ migrations: [Migration], schema: String, quotedSchema: String, tx: PostgresTransaction, logger: Logger
     ) throws -> [Int] {
-        try tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "bazaar.migrations." + schema)
+        try tx.lock(.migrations, key: schema)
         try tx.execute("CREATE SCHEMA IF NOT EXISTS \(quotedSchema)")
         try tx.execute(
             """

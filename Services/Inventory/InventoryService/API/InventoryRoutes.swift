@@ -40,6 +40,7 @@ struct InventoryRoutes {
 
     @Sendable func show(_ request: Request, context: BasicRequestContext) async throws -> ProductBody {
         let sku = context.parameters.get("sku") ?? "", store = store
+        guard SkuFormat.isValid(sku) else { throw Problem.notFound("no product \(sku)") }
         guard let product = try await dependencies.pool.transaction({ tx in try store.product(sku, in: tx) }) else {
             throw Problem.notFound("no product \(sku)")
         }
@@ -52,7 +53,9 @@ struct InventoryRoutes {
         let sku = context.parameters.get("sku") ?? ""
         let body = try await request.decodeJSON(PutProduct.self, context: context)
         guard SkuFormat.isValid(sku) else { throw Problem.badRequest("invalid sku \"\(sku)\": \(SkuFormat.description)") }
-        guard (1...200).contains(body.name.count) else { throw Problem.badRequest("name must be 1 to 200 characters") }
+        guard (1...200).contains(body.name.count), !body.name.containsControlCharacters else {
+            throw Problem.badRequest("name must be 1 to 200 characters, without control characters")
+        }
         guard (0...1_000_000_000).contains(body.price) else { throw Problem.badRequest("price must be 0 to 1000000000 (cents)") }
         guard (0...1_000_000_000).contains(body.stock) else { throw Problem.badRequest("stock must be 0 to 1000000000") }
         let (store, outbox) = (store, dependencies.outbox)

@@ -26,6 +26,9 @@ struct NotificationRoutes {
         guard orderText != nil || customerId != nil else {
             throw Problem.badRequest("give orderId or customerId as a query parameter")
         }
+        if let customerId, customerId.containsControlCharacters {
+            throw Problem.badRequest("customerId must not contain control characters")
+        }
         var orderId: UUID?
         if let orderText {
             guard let id = UUID(uuidString: orderText) else { throw Problem.badRequest("orderId must be a UUID") }

@@ -63,8 +63,12 @@ struct OrderRoutes {
         }
         let (store, outbox, deadline) = (store, dependencies.outbox, settings.pendingDeadline)
         let result: Result<StoredOrder, OrderRequestProblem> = try await dependencies.pool.transaction { tx in
-            if let idempotencyKey, let existing = try store.order(customerId: body.customerId, idempotencyKey: idempotencyKey, in: tx) {
-                return .success(existing)
+            if let idempotencyKey {
+                // Two retries racing: the second waits here, then finds the first one's order.
+                try tx.lock(.orderIdempotency, key: "\(body.customerId.utf8.count):\(body.customerId)\(idempotencyKey)")
+                if let existing = try store.order(customerId: body.customerId, idempotencyKey: idempotencyKey, in: tx) {
+                    return .success(existing)
+                }
             }
             let prices = try store.prices(of: items.map(\.sku), in: tx)
             let priced: (lines: [OrderLine], total: Int)
@@ -103,8 +107,10 @@ struct OrderRoutes {
     }
 
     @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> [OrderBody] {
-        guard let customerId = request.uri.queryParameters.get("customerId"), !customerId.isEmpty else {
-            throw Problem.badRequest("the customerId query parameter is required")
+        guard let customerId = request.uri.queryParameters.get("customerId"), !customerId.isEmpty,
+            !customerId.containsControlCharacters
+        else {
+            throw Problem.badRequest("the customerId query parameter is required (without control characters)")
         }
         let store = store
         return try await dependencies.pool.transaction { tx in try store.orders(customerId: customerId, limit: 100, in: tx) }

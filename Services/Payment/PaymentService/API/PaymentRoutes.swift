@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import Hummingbird
 import ServiceKit
@@ -31,6 +32,7 @@ struct PaymentRoutes {
 
     @Sendable func showAccount(_ request: Request, context: BasicRequestContext) async throws -> AccountBody {
         let customerId = context.parameters.get("customerId") ?? "", store = store
+        guard !customerId.containsControlCharacters else { throw Problem.notFound("no account for that customer id") }
         guard let balance = try await dependencies.pool.transaction({ tx in try store.balance(customerId, in: tx) }) else {
             throw Problem.notFound("no account for customer \(customerId)")
         }
@@ -40,7 +42,9 @@ struct PaymentRoutes {
     @Sendable func putAccount(_ request: Request, context: BasicRequestContext) async throws -> AccountBody {
         let customerId = context.parameters.get("customerId") ?? ""
         let body = try await request.decodeJSON(PutAccount.self, context: context)
-        guard (1...128).contains(customerId.utf8.count) else { throw Problem.badRequest("customerId must be 1 to 128 characters") }
+        guard (1...128).contains(customerId.utf8.count), !customerId.containsControlCharacters else {
+            throw Problem.badRequest("customerId must be 1 to 128 characters, without control characters")
+        }
         guard (0...1_000_000_000_000).contains(body.balance) else { throw Problem.badRequest("balance must be 0 to 10^12 (cents)") }
         let store = store
         try await dependencies.pool.transaction { tx in try store.setBalance(customerId, body.balance, in: tx) }
