@@ -142,6 +142,7 @@ struct LoadCommand: AsyncParsableCommand {
             let (placed, failed, settled) = await (run.placedCount, run.failures.count, run.settledCount)
             let elapsed = Int((ContinuousClock.now - started).seconds)
             print("  [\(String(format: "%4d", elapsed))s] placed \(placed)/\(run.total)  settled \(settled)  failed \(failed)")
+            fflush(nil)  // live even when the output is a pipe (nil: every stream; `stdout` is not concurrency-safe)
         }
     }
 

@@ -128,6 +128,7 @@ struct Follower {
                 let at = Int((event.emittedAt.timeIntervalSince(start) * 1000).rounded())
                 let time = "+\(at) ms".padding(toLength: 10, withPad: " ", startingAt: 0)
                 print("  \(time)\(event.source.padding(toLength: 14, withPad: " ", startingAt: 0))\(event.type)")
+                fflush(nil)  // each step as it happens, even when the output is a pipe
             }
             if order.status != "pending" {
                 if printSteps { print(summary(order)) }
