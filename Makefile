@@ -44,11 +44,15 @@ build: ## Build everything (debug)
 
 test: ## Run all tests against a real RabbitMQ and PostgreSQL (starts the stack if needed)
 	@$(STACK) up
-	@# The contract tests validate JSON against the schemas with Python's reference validator.
-	@python3 -c 'import jsonschema, rfc3339_validator' 2>/dev/null \
-	  || { echo "==> installing jsonschema (PyPI) for the contract tests"; python3 -m pip install -q jsonschema rfc3339-validator; }
+	@# Python validators (PyPI): jsonschema for the event schemas; check-jsonschema (the Compose
+	@# specification), kubernetes-validate and PyYAML for the deployment files; pytest runs those.
+	@python3 -c 'import jsonschema, rfc3339_validator, yaml, kubernetes_validate, check_jsonschema, pytest' 2>/dev/null \
+	  || { echo "==> installing the Python test tools (PyPI)"; \
+	       python3 -m pip install -q --disable-pip-version-check jsonschema rfc3339-validator check-jsonschema kubernetes-validate pyyaml pytest; }
 	@echo "==> building and running the tests (the first build takes a few minutes)"
 	set -a; source .run/stack.env; set +a; swift test $(SWIFT_TEST_FLAGS)
+	@echo "==> checking the deployment files (compose, Kubernetes, the container's runtime libraries)"
+	python3 -m pytest -q Tests/Deploy
 
 clean: ## Remove build output (not the stack's data: make stop, then rm -rf .run)
 	rm -rf .build

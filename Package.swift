@@ -125,6 +125,10 @@ let package = Package(
                 "OrderMain", "InventoryMain", "PaymentMain", "NotificationMain", "BazaarCLI",
             ],
             path: "Tests/EndToEndTests"),
+        .testTarget(
+            name: "DeployTests",
+            dependencies: ["TestSupport", "AMQP", "Postgres", "Contracts", "EventRuntime", "OrderService", "PaymentService"],
+            path: "Tests/DeployTests"),
         .testTarget(name: "LocalStackTests", dependencies: ["TestSupport"], path: "Tests/LocalStackTests"),
         .testTarget(
             name: "PostgresTests", dependencies: ["Postgres", "TestSupport"], path: "Tests/PostgresTests",

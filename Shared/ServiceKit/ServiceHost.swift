@@ -124,9 +124,11 @@ public enum ServiceHost {
         let consumer = try await waitFor("the broker at \(consuming.redactedURL)", logger: logger) {
             try await AMQPConnection.connect(consuming, logger: logger)
         }
-        try await consumer.declare(
-            ServiceTopology.system().merging(
-                ServiceTopology.topology(for: settings.service, handling: definition.handlers.events)))
+        if settings.declareTopology {
+            try await consumer.declare(
+                ServiceTopology.system().merging(
+                    ServiceTopology.topology(for: settings.service, handling: definition.handlers.events)))
+        }
         return ServiceDependencies(
             settings: settings, pool: pool, outbox: try Outbox(schema: settings.schema), logger: logger,
             publisher: publisher, consumer: consumer)

@@ -49,6 +49,7 @@ public enum ServiceMain {
               LOG_LEVEL                 trace … critical                        [info]
               OUTBOX_POLL_INTERVAL_MS   relay's fallback poll                   [1000]
               OUTBOX_RETENTION_HOURS    how long published events are kept      [168]
+              AMQP_DECLARE_TOPOLOGY     all, or none when the broker has it     [all]
             \(extra)
             Health: GET /health/live, GET /health/ready. Stops gracefully on SIGTERM or SIGINT.
             """

@@ -29,6 +29,16 @@ public struct ServiceSettings: Sendable {
     public var outboxPollInterval: Duration
     /// `OUTBOX_RETENTION_HOURS`: how long published events stay in the outbox. Default 168 (a week).
     public var outboxRetention: Duration
+    /// `AMQP_DECLARE_TOPOLOGY`: `all` (default) declares every exchange, queue and binding of the
+    /// system at start-up; `none` declares nothing, for brokers whose topology is loaded from a
+    /// definitions file or an operator and whose service users may not configure anything.
+    public var declareTopology: Bool
+
+    /// Every environment variable a service reads (the order service adds its own).
+    public static let environmentKeys = [
+        "HTTP_HOST", "HTTP_PORT", "AMQP_URL", "DATABASE_URL", "DATABASE_SCHEMA", "DATABASE_POOL_SIZE", "AMQP_PREFETCH",
+        "INSTANCE_NAME", "LOG_LEVEL", "OUTBOX_POLL_INTERVAL_MS", "OUTBOX_RETENTION_HOURS", "AMQP_DECLARE_TOPOLOGY",
+    ]
 
     public init(service: ServiceName, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
         func value(_ key: String) -> String? { environment[key].flatMap { $0.isEmpty ? nil : $0 } }
@@ -55,6 +65,11 @@ public struct ServiceSettings: Sendable {
         self.logLevel = logLevel
         outboxPollInterval = .milliseconds(try integer("OUTBOX_POLL_INTERVAL_MS", default: 1000, in: 10...600_000))
         outboxRetention = .seconds(3600 * (try integer("OUTBOX_RETENTION_HOURS", default: 168, in: 1...100_000)))
+        switch value("AMQP_DECLARE_TOPOLOGY") ?? "all" {
+        case "all": declareTopology = true
+        case "none": declareTopology = false
+        case let other: throw SettingsError(key: "AMQP_DECLARE_TOPOLOGY", value: other, expected: "all or none")
+        }
     }
 
     public static func defaultPort(of service: ServiceName) -> Int {

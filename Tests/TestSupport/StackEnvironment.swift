@@ -67,6 +67,12 @@ public enum StackEnvironment {
     public struct CommandFailed: Error, CustomStringConvertible {
         public let command: String
         public let output: String
+
+        public init(command: String, output: String) {
+            self.command = command
+            self.output = output
+        }
+
         public var description: String { "`\(command)` failed: \(output)" }
     }
 }

@@ -46,7 +46,12 @@ public struct MigrationRunner: Sendable {
         _ migrations: [Migration], schema: String, quotedSchema: String, tx: PostgresTransaction, logger: Logger
     ) throws -> [Int] {
         try tx.lock(.migrations, key: schema)
-        try tx.execute("CREATE SCHEMA IF NOT EXISTS \(quotedSchema)")
+        // Create the schema only when it is missing: a service role that owns its schema (made by
+        // an administrator) has no right to create schemas, and CREATE SCHEMA IF NOT EXISTS checks
+        // that right before it looks.
+        if try tx.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema).isEmpty {
+            try tx.execute("CREATE SCHEMA \(quotedSchema)")
+        }
         try tx.execute(
             """
             CREATE TABLE IF NOT EXISTS \(quotedSchema).schema_migrations (

@@ -1,0 +1,202 @@
+import AMQP
+import Contracts
+import EventRuntime
+import Foundation
+import Logging
+import OrderService
+import PaymentService
+import Postgres
+import TestSupport
+import Testing
+
+/// The broker definitions and the database init script that docker compose (and anyone running
+/// without the local stack's admin user) relies on: checked against the code's topology, then
+/// loaded into the real broker and database and tried with the services' own credentials.
+@Suite("Deployment: broker definitions and database roles", .serialized, .timeLimit(.minutes(2)))
+struct DeploymentTests {
+    static let deploy = StackEnvironment.repositoryRoot.appendingPathComponent("deploy")
+
+    // MARK: RabbitMQ definitions
+
+    @Test func theDefinitionsDeclareExactlyTheTopologyTheServicesWouldDeclare() throws {
+        let definitions = try Self.definitions(rendered: false)
+        let topology = ServiceTopology.system()
+
+        let exchanges = Set((definitions["exchanges"] as! [[String: Any]]).map { "\($0["name"]!):\($0["type"]!)" })
+        #expect(exchanges == Set(topology.exchanges.map { "\($0.name):\($0.kind.rawValue)" }))
+
+        var queues: [String: [String: String]] = [:]
+        for queue in definitions["queues"] as! [[String: Any]] {
+            queues[queue["name"] as! String] = (queue["arguments"] as! [String: Any]).mapValues { "\($0)" }
+        }
+        var expectedQueues: [String: [String: String]] = [:]
+        for queue in topology.queues {
+            expectedQueues[queue.name] = queue.arguments.mapValues { value in
+                switch value {
+                case .string(let text): text
+                case .int(let number): "\(number)"
+                default: "\(value)"
+                }
+            }
+        }
+        #expect(queues == expectedQueues)
+
+        let bindings = Set((definitions["bindings"] as! [[String: Any]]).map { "\($0["source"]!)→\($0["destination"]!):\($0["routing_key"]!)" })
+        #expect(bindings == Set(topology.bindings.map { "\($0.exchange)→\($0.queue):\($0.routingKey)" }))
+    }
+
+    @Test func eachServiceUserMayOnlyWriteItsOwnExchangeAndReadItsOwnQueue() throws {
+        let definitions = try Self.definitions(rendered: false)
+        let users = (definitions["users"] as! [[String: Any]]).map { $0["name"] as! String }
+        #expect(!users.contains("guest"))
+        let permissions = definitions["permissions"] as! [[String: Any]]
+        for service in ServiceName.allCases {
+            let permission = try #require(permissions.first { $0["user"] as? String == service.rawValue })
+            #expect(permission["configure"] as? String == "^$")
+            let write = try Regex(permission["write"] as! String), read = try Regex(permission["read"] as! String)
+            for exchange in ServiceName.allCases.map(\.exchange) + ServiceName.allCases.map(\.deadLetterExchange) {
+                let mayWrite = exchange == service.exchange || exchange == service.deadLetterExchange
+                #expect((exchange.wholeMatch(of: write) != nil) == mayWrite, "\(service) writing \(exchange)")
+            }
+            for queue in ServiceName.allCases.map(\.queue) + ServiceName.allCases.map(\.deadLetterQueue) {
+                #expect((queue.wholeMatch(of: read) != nil) == (queue == service.queue), "\(service) reading \(queue)")
+            }
+        }
+    }
+
+    @Test func loadedIntoTheBrokerTheDefinitionsLetEachServiceDoItsJobAndNothingElse() async throws {
+        let vhost = "deploy-test-\(UUID().uuidString.prefix(8).lowercased())"
+        var rendered = try Self.definitions(rendered: true)
+        // Into a virtual host of its own, so the test can't disturb anything else on the broker.
+        rendered["vhosts"] = [["name": vhost]]
+        for key in ["permissions", "topic_permissions", "exchanges", "queues", "bindings"] {
+            rendered[key] = (rendered[key] as! [[String: Any]]).map { var item = $0; item["vhost"] = vhost; return item }
+        }
+        rendered["users"] = (rendered["users"] as! [[String: Any]]).filter { ($0["tags"] as? [String])?.isEmpty ?? true }
+        rendered["permissions"] = (rendered["permissions"] as! [[String: Any]]).filter { ServiceName(rawValue: $0["user"] as! String) != nil }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("\(vhost).json")
+        try JSONSerialization.data(withJSONObject: rendered).write(to: file)
+        let rabbitmqctl = try StackEnvironment.rabbitmqctl
+        try StackEnvironment.run(rabbitmqctl, ["-q", "import_definitions", file.path])
+        defer {
+            _ = try? StackEnvironment.run(rabbitmqctl, ["-q", "delete_vhost", vhost])
+            for service in ServiceName.allCases { _ = try? StackEnvironment.run(rabbitmqctl, ["-q", "delete_user", service.rawValue]) }
+            try? FileManager.default.removeItem(at: file)
+        }
+
+        let order = try await connect(as: .order, vhost: vhost)
+        // Its own events, on its own exchange: yes.
+        try await order.publish(OutgoingMessage(exchange: "orders", routingKey: OrderPlaced.routingKey, body: [1]))
+        // Another service's exchange, or another service's routing key on its own: refused.
+        await #expect(throws: AMQPError.self) {
+            try await order.publish(OutgoingMessage(exchange: "payments", routingKey: PaymentCaptured.routingKey, body: [2]))
+        }
+        await #expect(throws: AMQPError.self) {
+            try await order.publish(OutgoingMessage(exchange: "orders", routingKey: "payment.captured.v1", body: [3]))
+        }
+        // Its own queue: yes; another's: refused; declaring anything: refused.
+        _ = try await order.consume(queue: "order")
+        await #expect(throws: AMQPError.self) { _ = try await order.consume(queue: "payment") }
+        await #expect(throws: AMQPError.self) { try await order.declare(Topology(queues: [QueueSpec(name: "mine")])) }
+        await order.close()
+
+        // The event it published reached inventory's queue, by the definitions' bindings.
+        let inventory = try await connect(as: .inventory, vhost: vhost)
+        let deliveries = try await inventory.consume(queue: "inventory")
+        let first = try await within(.seconds(10)) {
+            var iterator = deliveries.makeAsyncIterator()
+            return try await iterator.next()
+        }
+        #expect(first?.body == [1])
+        await inventory.close()
+    }
+
+    private func connect(as service: ServiceName, vhost: String) async throws -> AMQPConnection {
+        var configuration = try AMQPConfiguration(url: try StackEnvironment.amqpURL, connectionName: "deploy-test-\(service)")
+        (configuration.user, configuration.password, configuration.virtualHost) =
+            (service.rawValue, "test-\(service.rawValue)", vhost)
+        return try await AMQPConnection.connect(configuration, logger: Logger(label: "deploy-tests"))
+    }
+
+    /// The definitions template, with test passwords rendered in as start.sh would.
+    static func definitions(rendered: Bool) throws -> [String: Any] {
+        var text = try String(contentsOf: deploy.appendingPathComponent("rabbitmq/definitions.template.json"), encoding: .utf8)
+        if rendered {
+            text = text.replacingOccurrences(of: "${RABBITMQ_ADMIN_USER}", with: "deploy-test-admin")
+                .replacingOccurrences(of: "${RABBITMQ_ADMIN_PASSWORD}", with: "test-admin")
+            for service in ServiceName.allCases {
+                text = text.replacingOccurrences(of: "${\(service.rawValue.uppercased())_AMQP_PASSWORD}", with: "test-\(service.rawValue)")
+            }
+        }
+        return try JSONSerialization.jsonObject(with: Data(text.utf8)) as! [String: Any]
+    }
+
+    // MARK: PostgreSQL roles
+
+    @Test func theInitScriptGivesEachServiceARoleThatOwnsOnlyItsSchema() async throws {
+        let admin = try PostgresConfiguration(url: try StackEnvironment.databaseURL)
+        let database = "deploy_test_\(UUID().uuidString.prefix(8).lowercased())"
+        let roles = ["bazaar_order", "bazaar_inventory", "bazaar_payment", "bazaar_notification"]
+        let logger = Logger(label: "deploy-tests")
+        let adminConnection = try await PostgresConnection.connect(configuration: admin, logger: logger)
+        try await adminConnection.execute("CREATE DATABASE \(database)")
+        defer {
+            Task {
+                _ = try? await adminConnection.execute("DROP DATABASE IF EXISTS \(database) WITH (FORCE)")
+                for role in roles { _ = try? await adminConnection.execute("DROP ROLE IF EXISTS \(role)") }
+                await adminConnection.close()
+            }
+        }
+
+        // Run it as the postgres image would, twice: it must be safe to run again.
+        var environment = ProcessInfo.processInfo.environment
+        environment["POSTGRES_USER"] = admin.user
+        environment["POSTGRES_DB"] = database
+        environment["PGHOST"] = admin.host
+        environment["PGPORT"] = "\(admin.port)"
+        environment["PGPASSWORD"] = admin.password
+        for service in ["ORDER", "INVENTORY", "PAYMENT", "NOTIFICATION"] { environment["\(service)_DB_PASSWORD"] = "test-\(service.lowercased())" }
+        for _ in 0..<2 { try runScript(Self.deploy.appendingPathComponent("postgres/init.sh").path, environment: environment) }
+
+        func configuration(_ role: String, _ password: String) -> PostgresConfiguration {
+            var configuration = admin
+            (configuration.user, configuration.password, configuration.database) = (role, password, database)
+            return configuration
+        }
+        // Migrations run with the service's own role (no superuser) and create its tables.
+        let orderPool = PostgresPool(configuration: configuration("bazaar_order", "test-order"), logger: logger)
+        let paymentPool = PostgresPool(configuration: configuration("bazaar_payment", "test-payment"), logger: logger)
+        defer { Task { await orderPool.shutdown(); await paymentPool.shutdown() } }
+        let orderDefinition = try OrderService.definition(
+            settings: try .init(service: .order, environment: [:]), orderSettings: try .init(environment: [:]))
+        let paymentDefinition = try PaymentService.definition(settings: try .init(service: .payment, environment: [:]))
+        try await MigrationRunner(schema: "orders", logger: logger).run(RuntimeTables.migrations + orderDefinition.migrations, on: orderPool)
+        try await MigrationRunner(schema: "payments", logger: logger).run(RuntimeTables.migrations + paymentDefinition.migrations, on: paymentPool)
+        try await orderPool.execute("INSERT INTO orders.catalogue (sku, name, price, revision) VALUES ('A', 'a', 1, 1)")
+
+        // …and nothing of another service's schema is reachable.
+        await #expect { _ = try await orderPool.query("SELECT * FROM payments.accounts") } throws: { error in
+            (error as? PostgresError)?.sqlState == "42501"
+        }
+        await #expect { _ = try await paymentPool.query("SELECT * FROM orders.catalogue") } throws: { error in
+            (error as? PostgresError)?.sqlState == "42501"
+        }
+        await #expect { try await orderPool.execute("CREATE TABLE public.sneaky (n int)") } throws: { error in
+            (error as? PostgresError)?.sqlState == "42501"
+        }
+    }
+
+    private func runScript(_ path: String, environment: [String: String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [path]
+        process.environment = environment
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw StackEnvironment.CommandFailed(command: path, output: output) }
+    }
+}
