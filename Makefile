@@ -52,7 +52,7 @@ test: ## Run all tests against a real RabbitMQ and PostgreSQL (starts the stack 
 	@echo "==> building and running the tests (the first build takes a few minutes)"
 	set -a; source .run/stack.env; set +a; swift test $(SWIFT_TEST_FLAGS)
 	@echo "==> checking the deployment files (compose, Kubernetes, the container's runtime libraries)"
-	python3 -m pytest -q Tests/Deploy
+	python3 -m pytest -q -p no:cacheprovider Tests/Deploy
 
 clean: ## Remove build output (not the stack's data: make stop, then rm -rf .run)
 	rm -rf .build
