@@ -75,14 +75,15 @@ public enum ServiceHost {
         let consumer = try EventConsumer(
             service: settings.service, schema: settings.schema, handlers: definition.handlers, pool: dependencies.pool,
             publisher: dependencies.publisher, logger: logger)
-        let deliveries = try await dependencies.consumer.consume(
-            queue: settings.service.queue, prefetch: UInt16(settings.prefetch),
-            consumerTag: "\(settings.instanceName).\(settings.service.queue)")
-
-        var services: [any Service] = [
-            BackgroundService("outbox relay") { try await relay.run() },
-            BackgroundService("event consumer") { try await consumer.run(deliveries) },
-        ]
+        // Several consumers on the queue, each handling one delivery at a time: like several
+        // instances, which the inbox and the per-order locks already make safe.
+        var services: [any Service] = [BackgroundService("outbox relay") { try await relay.run() }]
+        for index in 1...settings.consumers {
+            let deliveries = try await dependencies.consumer.consume(
+                queue: settings.service.queue, prefetch: UInt16(settings.prefetch),
+                consumerTag: "\(settings.instanceName).\(settings.service.queue).\(index)")
+            services.append(BackgroundService("event consumer \(index)") { try await consumer.run(deliveries) })
+        }
         services += definition.jobs.enumerated().map { index, job in
             BackgroundService("job \(index)") { try await job(dependencies) }
         }

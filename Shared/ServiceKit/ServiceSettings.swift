@@ -17,10 +17,13 @@ public struct ServiceSettings: Sendable {
     /// `DATABASE_SCHEMA`: the schema this service owns. Default `orders`, `inventory`, `payments`
     /// or `notifications`.
     public var schema: String
-    /// `DATABASE_POOL_SIZE`: connections to the database. Default 4.
+    /// `DATABASE_POOL_SIZE`: connections to the database. Default 8.
     public var databasePoolSize: Int
-    /// `AMQP_PREFETCH`: deliveries the broker may send ahead of acks. Default 20.
+    /// `AMQP_PREFETCH`: deliveries the broker may send ahead of acks, per consumer. Default 20.
     public var prefetch: Int
+    /// `CONSUMERS`: how many deliveries one instance handles at once (consumers on its queue,
+    /// each one delivery at a time). Default 4.
+    public var consumers: Int
     /// `INSTANCE_NAME`: names this process in the broker and the logs. Default `<service>-<pid>`.
     public var instanceName: String
     /// `LOG_LEVEL`: trace, debug, info (default), notice, warning, error, critical.
@@ -36,7 +39,7 @@ public struct ServiceSettings: Sendable {
 
     /// Every environment variable a service reads (the order service adds its own).
     public static let environmentKeys = [
-        "HTTP_HOST", "HTTP_PORT", "AMQP_URL", "DATABASE_URL", "DATABASE_SCHEMA", "DATABASE_POOL_SIZE", "AMQP_PREFETCH",
+        "HTTP_HOST", "HTTP_PORT", "AMQP_URL", "DATABASE_URL", "DATABASE_SCHEMA", "DATABASE_POOL_SIZE", "AMQP_PREFETCH", "CONSUMERS",
         "INSTANCE_NAME", "LOG_LEVEL", "OUTBOX_POLL_INTERVAL_MS", "OUTBOX_RETENTION_HOURS", "AMQP_DECLARE_TOPOLOGY",
     ]
 
@@ -55,8 +58,9 @@ public struct ServiceSettings: Sendable {
         amqpURL = value("AMQP_URL") ?? "amqp://bazaar:bazaar@127.0.0.1:5673/%2f"
         databaseURL = value("DATABASE_URL") ?? "postgres://bazaar:bazaar@127.0.0.1:5433/bazaar"
         schema = value("DATABASE_SCHEMA") ?? Self.defaultSchema(of: service)
-        databasePoolSize = try integer("DATABASE_POOL_SIZE", default: 4, in: 1...100)
+        databasePoolSize = try integer("DATABASE_POOL_SIZE", default: 8, in: 1...100)
         prefetch = try integer("AMQP_PREFETCH", default: 20, in: 1...10_000)
+        consumers = try integer("CONSUMERS", default: 4, in: 1...64)
         instanceName = value("INSTANCE_NAME") ?? "\(service.rawValue)-\(ProcessInfo.processInfo.processIdentifier)"
         let level = value("LOG_LEVEL") ?? "info"
         guard let logLevel = Logger.Level(rawValue: level.lowercased()) else {
