@@ -10,6 +10,7 @@ SHELL := /usr/bin/env bash
 
 STACK := scripts/stack.sh
 SERVICES := scripts/services.sh
+VENV := .run/venv
 # Serial: some integration tests restart the broker or close every connection, which would
 # disturb tests running beside them in other suites. The whole run takes seconds.
 SWIFT_TEST_FLAGS ?= --no-parallel
@@ -44,15 +45,18 @@ build: ## Build everything (debug)
 
 test: ## Run all tests against a real RabbitMQ and PostgreSQL (starts the stack if needed)
 	@$(STACK) up
-	@# Python validators (PyPI): jsonschema for the event schemas; check-jsonschema (the Compose
+	@# Python validators from PyPI, in a virtual environment of our own (Debian's python3 refuses
+	@# pip installs): jsonschema for the event schemas; check-jsonschema (the Compose
 	@# specification), kubernetes-validate and PyYAML for the deployment files; pytest runs those.
-	@python3 -c 'import jsonschema, rfc3339_validator, yaml, kubernetes_validate, check_jsonschema, pytest' 2>/dev/null \
-	  || { echo "==> installing the Python test tools (PyPI)"; \
-	       python3 -m pip install -q --disable-pip-version-check jsonschema rfc3339-validator check-jsonschema kubernetes-validate pyyaml pytest; }
+	@[ -x $(VENV)/bin/python3 ] || python3 -m venv $(VENV)
+	@$(VENV)/bin/python3 -c 'import jsonschema, rfc3339_validator, yaml, kubernetes_validate, check_jsonschema, pytest' 2>/dev/null \
+	  || { echo "==> installing the Python test tools (PyPI) into $(VENV)"; \
+	       $(VENV)/bin/python3 -m pip install -q --disable-pip-version-check \
+	         jsonschema rfc3339-validator check-jsonschema kubernetes-validate pyyaml pytest; }
 	@echo "==> building and running the tests (the first build takes a few minutes)"
-	set -a; source .run/stack.env; set +a; swift test $(SWIFT_TEST_FLAGS)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" swift test $(SWIFT_TEST_FLAGS)
 	@echo "==> checking the deployment files (compose, Kubernetes, the container's runtime libraries)"
-	python3 -m pytest -q -p no:cacheprovider Tests/Deploy
+	$(VENV)/bin/python3 -m pytest -q -p no:cacheprovider Tests/Deploy
 
 clean: ## Remove build output (not the stack's data: make stop, then rm -rf .run)
 	rm -rf .build

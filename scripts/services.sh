@@ -27,7 +27,12 @@ say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
 fail() { printf 'services: %s\n' "$*" >&2; exit 1; }
 
 pid_file() { echo "$run_dir/pids/$1.pid"; }
-running() { [ -f "$(pid_file "$1")" ] && kill -0 "$(cat "$(pid_file "$1")")" 2>/dev/null; }
+# A pid file survives a reboot; the pid in it may now be someone else's: check it is our service.
+running() {
+  [ -f "$(pid_file "$1")" ] || return 1
+  local pid; pid=$(cat "$(pid_file "$1")")
+  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1-service"
+}
 url() { echo "http://127.0.0.1:${ports[$1]}"; }
 ready() { curl -fsS -o /dev/null --max-time 2 "$(url "$1")/health/ready" 2>/dev/null; }
 

@@ -49,7 +49,7 @@ fail() { printf 'stack: %s\n' "$*" >&2; exit 1; }
 # ---------------------------------------------------------------------------------------------
 # Packages
 
-packages=(rabbitmq-server postgresql-15 librabbitmq-dev libpq-dev pkg-config amqp-tools openssl curl)
+packages=(rabbitmq-server postgresql-15 librabbitmq-dev libpq-dev pkg-config amqp-tools openssl curl python3-venv)
 
 install_missing_packages() {
   local missing=()
@@ -61,12 +61,14 @@ install_missing_packages() {
   say "installing ${missing[*]} (apt-get; a minute or two)"
   # Debian starts a freshly installed server as a system service; we run our own private ones,
   # so keep the package scripts from starting theirs (only when no policy is set already).
-  local policy=/usr/sbin/policy-rc.d added_policy=0
-  if [ ! -e $policy ]; then printf '#!/bin/sh\nexit 101\n' >$policy; chmod +x $policy; added_policy=1; fi
+  local policy=/usr/sbin/policy-rc.d
+  if [ ! -e $policy ]; then
+    printf '#!/bin/sh\nexit 101\n' >$policy; chmod +x $policy
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT  # removed even if apt fails
+  fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  [ $added_policy -eq 1 ] && rm -f $policy
   return 0
 }
 
@@ -107,8 +109,11 @@ make_tls_material() {
 
 rabbitmqctl() { (rabbit_env; "$rabbit_sbin/rabbitmqctl" "$@"); }
 
+# A pid file survives a reboot; the pid in it may now be someone else's: check it is our node.
 rabbit_running() {
-  [ -f "$rabbit_dir/rabbitmq.pid" ] && kill -0 "$(cat "$rabbit_dir/rabbitmq.pid")" 2>/dev/null
+  [ -f "$rabbit_dir/rabbitmq.pid" ] || return 1
+  local pid; pid=$(cat "$rabbit_dir/rabbitmq.pid")
+  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-home $rabbit_dir "
 }
 
 start_rabbitmq() {
@@ -170,7 +175,7 @@ pg_as() { runuser -u postgres -- "$@"; }
 pg_data_dir() { echo "$pg_dir/data"; }
 
 prepare_pg_dir() {
-  [ -e "$pg_dir" ] && return
+  if [ -e "$pg_dir" ]; then pg_dir=$(readlink -f "$pg_dir"); return; fi
   mkdir -p "$run_dir"
   if runuser -u postgres -- test -x "$run_dir"; then
     mkdir -p "$pg_dir"
@@ -181,10 +186,15 @@ prepare_pg_dir() {
     mkdir -p "$elsewhere"
     ln -s "$elsewhere" "$pg_dir"
   fi
+  # Every path handed to the postgres user must avoid the link: it can't traverse the checkout.
+  pg_dir=$(readlink -f "$pg_dir")
   chown postgres:postgres "$pg_dir"
 }
 
-pg_running() { [ -f "$(pg_data_dir)/postmaster.pid" ] && pg_as "$pg_bin/pg_ctl" -D "$(pg_data_dir)" status >/dev/null 2>&1; }
+pg_running() {
+  [ -e "$pg_dir" ] && pg_dir=$(readlink -f "$pg_dir")
+  [ -f "$(pg_data_dir)/postmaster.pid" ] && pg_as "$pg_bin/pg_ctl" -D "$(pg_data_dir)" status >/dev/null 2>&1
+}
 
 start_postgres() {
   prepare_pg_dir

@@ -10,6 +10,7 @@
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -33,7 +34,7 @@ def variables_services_read():
 
 def test_the_file_validates_against_the_compose_specification():
     result = subprocess.run(
-        ["python3", "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE)], capture_output=True, text=True)
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -158,8 +158,12 @@ struct CLITests {
         process.standardOutput = pipe
         process.standardError = pipe
         try process.run()
+        // A hung command must fail the test, not hang the run: stop it after two minutes.
+        let watchdog = DispatchWorkItem { if process.isRunning { process.terminate() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 120, execute: watchdog)
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
+        watchdog.cancel()
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 }

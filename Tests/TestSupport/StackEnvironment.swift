@@ -34,7 +34,9 @@ public enum StackEnvironment {
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     private static let stackFile: [String: String] = {
-        let url = repositoryRoot.appendingPathComponent(".run/stack.env")
+        let runDirectory = ProcessInfo.processInfo.environment["BAZAAR_RUN_DIR"].map { URL(fileURLWithPath: $0) }
+            ?? repositoryRoot.appendingPathComponent(".run")
+        let url = runDirectory.appendingPathComponent("stack.env")
         guard let text = try? String(contentsOf: url, encoding: .utf8) else { return [:] }
         var values: [String: String] = [:]
         for line in text.split(separator: "\n") where !line.hasPrefix("#") {

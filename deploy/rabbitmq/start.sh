@@ -15,5 +15,7 @@ for name in $(grep -o '\${[A-Z_]*}' "$template" | sort -u | tr -d '${}'); do
   eval "value=\${$name}"
   sed -i "s/\${$name}/$value/g" "$rendered"
 done
+# The image's entrypoint drops to the rabbitmq user, which must be able to read it.
+chown rabbitmq:rabbitmq "$rendered"
 chmod 600 "$rendered"
 exec docker-entrypoint.sh rabbitmq-server

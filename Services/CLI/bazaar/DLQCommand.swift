@@ -183,6 +183,9 @@ enum DeadLetters {
                 }
                 guard ready > 0 else { continue }
                 let wanted = min(ready, 1000)
+                if ready > wanted {
+                    print("note: \(queue) holds \(ready) messages; this pass handles the first \(wanted) — run the command again for the rest")
+                }
                 let consumer = try await connection.consume(queue: queue, prefetch: UInt16(wanted))
                 // Unacked messages go back to the queue when the connection closes, so a timeout loses nothing.
                 let deliveries = try await withTimeout(.seconds(10), "reading \(queue)") {

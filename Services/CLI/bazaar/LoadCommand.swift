@@ -6,9 +6,10 @@ import Logging
 import Postgres
 
 /// `bazaar load`: an open-loop load test. Orders arrive at a fixed rate whatever the system's
-/// response times (a closed loop would wait for slow answers and so hide them), and the
-/// latency of each order from placing to its final state is taken from the order service's own
-/// timestamps (created and last updated), so the measurement adds no polling load.
+/// response times (a closed loop would wait for slow answers and so hide them). The latency of
+/// each order runs from the moment it was *scheduled* — so time spent queueing before the
+/// server saw it counts too (no coordinated omission) — to the order service's own timestamp of
+/// its final state. (Client and service clocks must agree: the same host, or synchronised.)
 struct LoadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "load",
@@ -59,11 +60,13 @@ struct LoadCommand: AsyncParsableCommand {
         let kinds = mix.kinds(count: total)
         let started = ContinuousClock.now
         let progress = Task { await reportProgress(run, started: started, database: database, environment: environment) }
+        let startedAt = Date()
         await withTaskGroup(of: Void.self) { group in
             for index in 0..<total {
-                let due = started + .seconds(Double(index) / rate)
-                try? await Task.sleep(until: due)
-                group.addTask { await place(index, kind: kinds[index], client: client, run: run) }
+                let offset = Double(index) / rate
+                try? await Task.sleep(until: started + .seconds(offset))
+                let due = startedAt.addingTimeInterval(offset)
+                group.addTask { await place(index, kind: kinds[index], due: due, client: client, run: run) }
             }
         }
         let placingTime = ContinuousClock.now - started
@@ -73,6 +76,9 @@ struct LoadCommand: AsyncParsableCommand {
             run: run, orders: settled, placingTime: placingTime, elapsed: ContinuousClock.now - started,
             rate: rate, mix: mix)
         print(output.json ? try jsonText(report) : report.rendered())
+        if report.failed > 0 || report.settled < report.placed {
+            throw CLIError("\(report.failed) orders could not be placed and \(report.placed - report.settled) did not settle within \(settleTimeout) s")
+        }
     }
 
     private func connectToDatabase(_ environment: BazaarEnvironment) async throws -> PostgresConnection {
@@ -92,10 +98,10 @@ struct LoadCommand: AsyncParsableCommand {
             let response = try await client.send("PUT", .inventory, "/products/\(sku)", json: Product(name: sku, price: 100, stock: stock))
             guard response.status == 200 else { throw CLIError("could not create product \(sku): \(response.problem)") }
         }
-        for customer in (1...customers).map({ "load-\($0)" }) {
-            _ = try await client.send("PUT", .payment, "/accounts/\(customer)", json: Account(balance: 1_000_000_000_000))
+        for (customer, balance) in (1...customers).map({ ("load-\($0)", 1_000_000_000_000) }) + [("load-broke", 0)] {
+            let response = try await client.send("PUT", .payment, "/accounts/\(customer)", json: Account(balance: balance))
+            guard response.status == 200 else { throw CLIError("could not set up account \(customer): \(response.problem)") }
         }
-        _ = try await client.send("PUT", .payment, "/accounts/load-broke", json: Account(balance: 0))
         // The order service learns of products through events: wait until it prices them.
         let catalogue = try PostgresIdentifier.quoted(environment.schema(of: .order)) + ".catalogue"
         for _ in 0..<100 {
@@ -108,7 +114,7 @@ struct LoadCommand: AsyncParsableCommand {
         throw CLIError("the order service did not learn of the load products within 10 s: is it consuming? see its log")
     }
 
-    private func place(_ index: Int, kind: Mix.Kind, client: ServiceClient, run: LoadRun) async {
+    private func place(_ index: Int, kind: Mix.Kind, due: Date, client: ServiceClient, run: LoadRun) async {
         let (customer, sku) =
             switch kind {
             case .happy: ("load-\(index % customers + 1)", "LOAD-PLENTY")
@@ -121,7 +127,7 @@ struct LoadCommand: AsyncParsableCommand {
             let response = try await client.send("POST", .order, "/orders", json: body)
             let latency = ContinuousClock.now - sent
             if response.status == 202, let order = try? response.decode(OrderView.self), let id = UUID(uuidString: order.orderId) {
-                await run.placed(id, latency: latency)
+                await run.placed(id, due: due, latency: latency)
             } else {
                 await run.failed("POST /orders answered \(response.status): \(response.problem)")
             }
@@ -165,15 +171,18 @@ struct LoadCommand: AsyncParsableCommand {
         while true {
             let rows = try await database.query(
                 """
-                SELECT status, reason, extract(epoch FROM updated_at - created_at)::text AS seconds
+                SELECT order_id, status, reason, extract(epoch FROM updated_at)::text AS settled_at
                 FROM \(orders) WHERE order_id = ANY($1::uuid[]) AND status <> 'pending'
                 """, list)
             await run.setSettled(rows.count)
             if rows.count == ids.count || ContinuousClock.now > deadline {
-                return try rows.map {
-                    SettledOrder(
-                        status: try $0.decode(String.self, column: "status"), reason: try $0.decode(String?.self, column: "reason"),
-                        seconds: Double(try $0.decode(String.self, column: "seconds")) ?? 0)
+                let due = await run.due
+                return try rows.map { row in
+                    let id = try row.decode(UUID.self, column: "order_id")
+                    let settledAt = Double(try row.decode(String.self, column: "settled_at")) ?? 0
+                    return SettledOrder(
+                        status: try row.decode(String.self, column: "status"), reason: try row.decode(String?.self, column: "reason"),
+                        seconds: settledAt - (due[id]?.timeIntervalSince1970 ?? settledAt))
                 }
             }
             try await Task.sleep(for: .milliseconds(250))
@@ -239,6 +248,8 @@ struct Mix: Codable, Sendable, CustomStringConvertible {
 actor LoadRun {
     let total: Int
     private(set) var orderIds: [UUID] = []
+    /// When each order was scheduled to arrive.
+    private(set) var due: [UUID: Date] = [:]
     private(set) var postLatencies: [Duration] = []
     private(set) var failures: [String] = []
     private(set) var settledCount = 0
@@ -247,8 +258,9 @@ actor LoadRun {
 
     var placedCount: Int { orderIds.count }
 
-    func placed(_ id: UUID, latency: Duration) {
+    func placed(_ id: UUID, due: Date, latency: Duration) {
         orderIds.append(id)
+        self.due[id] = due
         postLatencies.append(latency)
     }
 

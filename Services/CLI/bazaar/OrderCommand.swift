@@ -121,7 +121,11 @@ struct Follower {
         while true {
             // The order first, then its timeline: once the order has settled, the timeline read
             // after it holds every event that led there.
-            let order = try await client.send("GET", .order, "/orders/\(placed.orderId)").decode(OrderView.self)
+            let response = try await client.send("GET", .order, "/orders/\(placed.orderId)")
+            guard response.status == 200 else {
+                throw CLIError("the order service answered \(response.status) for order \(placed.orderId): \(response.problem)")
+            }
+            let order = try response.decode(OrderView.self)
             let timeline = try await SagaTimeline.load(orderId: id, environment: environment)
             for event in timeline.events where seen.insert(event.eventId).inserted && printSteps {
                 let start = timeline.events.first?.emittedAt ?? event.emittedAt

@@ -48,9 +48,13 @@ struct ServiceClient: Sendable {
         do {
             let (data, response) = try await session.data(for: request)
             return Response(status: (response as? HTTPURLResponse)?.statusCode ?? 0, body: data)
-        } catch {
+        } catch let error as URLError where error.code == .timedOut {
+            throw CLIError("\(service) service at \(base) did not answer \(method) \(path) within 10 s (overloaded?)")
+        } catch let error as URLError where [.cannotConnectToHost, .cannotFindHost, .networkConnectionLost].contains(error.code) {
             throw CLIError(
                 "\(service) service not reachable at \(base) — is the stack running? try `bazaar stack up` (or `make run`)")
+        } catch {
+            throw CLIError("\(method) \(base + path) failed: \(error)")
         }
     }
 }

@@ -76,8 +76,11 @@ struct StackCommand: AsyncParsableCommand {
                 }
                 await database.close()
             }
+            // Exit non-zero unless every service is ready, so scripts can wait on it.
+            let allReady = report.services.values.allSatisfy { $0 == "ready" }
             if output.json {
                 print(try jsonText(report))
+                if !allReady { throw ExitCode.failure }
                 return
             }
             print("services")
@@ -92,6 +95,9 @@ struct StackCommand: AsyncParsableCommand {
             for (service, count) in report.unpublishedEvents.sorted(by: { $0.key < $1.key }) {
                 let age = report.oldestUnpublishedSeconds[service] ?? 0
                 print("  \(service.padding(toLength: 14, withPad: " ", startingAt: 0))\(count)\(count > 0 ? String(format: ", oldest %.1f s", age) : "")")
+            }
+            if !allReady {
+                throw CLIError("not every service is ready: see above; logs in .run/logs/, or `make run` to start them")
             }
         }
     }
