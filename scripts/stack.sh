@@ -170,7 +170,7 @@ stop_rabbitmq() {
 # reach the data folder; when the checkout sits where it can't (a home folder with mode 700), the
 # cluster lives under /var/lib/bazaar instead and .run/postgres links to it.
 
-pg_as() { runuser -u postgres -- "$@"; }
+pg_as() { (cd / && runuser -u postgres -- "$@"); }  # from /: the checkout may be out of its reach
 
 pg_data_dir() { echo "$pg_dir/data"; }
 
