@@ -11,10 +11,13 @@ public struct Outbox: Sendable {
     /// The service's schema, which holds its `outbox` table.
     public let schema: String
     let table: String
+    /// The same schema's inbox, which the relay also trims.
+    let inboxTable: String
 
     public init(schema: String) throws {
         self.schema = schema
         table = try PostgresIdentifier.quoted(schema) + ".outbox"
+        inboxTable = try PostgresIdentifier.quoted(schema) + ".inbox"
         channel = "bazaar_outbox_\(schema)"
         // The channel is an identifier too (LISTEN quotes it): it must fit in 63 bytes.
         _ = try PostgresIdentifier.quoted(channel)

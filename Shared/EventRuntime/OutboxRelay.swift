@@ -171,11 +171,18 @@ public final class OutboxRelay: Sendable {
             """, event.position, reason, Int(delay.components.seconds))
     }
 
+    /// Deletes published outbox rows, and inbox rows, older than the retention. An inbox row only
+    /// matters while its message could still be redelivered, which is never days later; both
+    /// tables otherwise grow without end. (The leader does it, so it runs once per schema.)
     private func deletePublished() async throws {
+        let retention = String(configuration.retention.seconds)
         let deleted = try await pool.execute(
-            "DELETE FROM \(outbox.table) WHERE published_at < now() - make_interval(secs => $1)",
-            String(configuration.retention.seconds))
-        if deleted > 0 { logger.info("deleted \(deleted) published outbox rows past retention") }
+            "DELETE FROM \(outbox.table) WHERE published_at < now() - make_interval(secs => $1)", retention)
+        let forgotten = try await pool.execute(
+            "DELETE FROM \(outbox.inboxTable) WHERE received_at < now() - make_interval(secs => $1)", retention)
+        if deleted + forgotten > 0 {
+            logger.info("deleted \(deleted) published outbox rows and \(forgotten) inbox rows past retention")
+        }
     }
 }
 

@@ -117,11 +117,14 @@ final class RuntimeIntegrationTests {
         }
     }
 
-    @Test func publishedRowsAreDeletedAfterTheRetention() async throws {
+    @Test func publishedRowsAndOldInboxRowsAreDeletedAfterTheRetention() async throws {
         try await withEnvironment { env in
             let queue = try await env.bindQueue(to: OrderPlaced.self)
             let event = Self.orderPlaced()
             try await env.pool.transaction { tx in try env.outbox.append(event, in: tx) }
+            try await env.pool.execute(
+                "INSERT INTO \(env.schemaName).inbox (event_id, event_type, event_version, source, correlation_id, occurred_at) VALUES ($1, 'OrderPlaced', 1, 'order', $1, now())",
+                UUID())
             let relay = OutboxRelay(
                 service: .order, outbox: env.outbox, pool: env.pool, publisher: env.connection,
                 configuration: .init(pollInterval: .milliseconds(100), retention: .milliseconds(300), cleanupInterval: .zero),
@@ -129,7 +132,34 @@ final class RuntimeIntegrationTests {
             let running = Task { try await relay.run() }
             defer { running.cancel() }
             _ = try await env.receive(1, from: queue)
-            try await eventually { try await env.count("outbox") == 0 }
+            try await eventually {
+                let outbox = try await env.count("outbox"), inbox = try await env.count("inbox")
+                return outbox == 0 && inbox == 0
+            }
+        }
+    }
+
+    @Test func whenTheLeadingRelayStopsAnotherTakesOver() async throws {
+        try await withEnvironment { env in
+            let queue = try await env.bindQueue(to: OrderPlaced.self)
+            let first = env.relay(pollInterval: .milliseconds(100))
+            let leading = Task { try await first.run() }
+            let early = Self.orderPlaced()
+            try await env.pool.transaction { tx in try env.outbox.append(early, in: tx) }
+            _ = try await env.receive(1, from: queue)
+
+            // A second relay waits as standby; the leader stops (its session ends, the lock goes).
+            let second = env.relay(pollInterval: .milliseconds(100))
+            let standby = Task { try await second.run() }
+            defer { standby.cancel() }
+            try await Task.sleep(for: .milliseconds(300))
+            leading.cancel()
+            _ = try? await leading.value
+
+            let later = Self.orderPlaced()
+            try await env.pool.transaction { tx in try env.outbox.append(later, in: tx) }
+            let delivered = try await env.receive(1, from: queue)
+            #expect(delivered.first?.properties.messageId == later.eventId.uuidString.lowercased())
         }
     }
 
