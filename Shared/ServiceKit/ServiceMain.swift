@@ -1,5 +1,6 @@
 import Contracts
 import Foundation
+import Logging
 
 /// The whole of a service's `main`: answers `--help`, reads the settings, runs the service.
 /// A setting that can't be used stops the process with a message naming it (exit 2).
@@ -19,6 +20,13 @@ public enum ServiceMain {
         }
         do {
             let settings = try ServiceSettings(service: service)
+            // Once per process, and only here: bootstrapping twice traps.
+            LoggingSystem.bootstrap { label in
+                switch settings.logFormat {
+                case .json: JSONLogHandler(label: label)
+                case .text: StreamLogHandler.standardOutput(label: label)
+                }
+            }
             try await ServiceHost.run(try definition(settings), settings: settings)
         } catch let error as SettingsError {
             FileHandle.standardError.write(Data("\(service)-service: \(error)\n".utf8))
@@ -48,6 +56,7 @@ public enum ServiceMain {
               CONSUMERS                 deliveries handled at once              [4]
               INSTANCE_NAME             name in broker connections and logs     [\(service)-<pid>]
               LOG_LEVEL                 trace … critical                        [info]
+              LOG_FORMAT                text, or json (one object per line)     [text]
               OUTBOX_POLL_INTERVAL_MS   relay's fallback poll                   [1000]
               OUTBOX_RETENTION_HOURS    how long published events are kept      [168]
               AMQP_DECLARE_TOPOLOGY     all, or none when the broker has it     [all]

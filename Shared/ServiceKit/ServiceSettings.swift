@@ -28,6 +28,10 @@ public struct ServiceSettings: Sendable {
     public var instanceName: String
     /// `LOG_LEVEL`: trace, debug, info (default), notice, warning, error, critical.
     public var logLevel: Logger.Level
+    /// `LOG_FORMAT`: `text` (default), lines for people; `json`, one JSON object per line.
+    public var logFormat: LogFormat
+
+    public enum LogFormat: String, Sendable { case text, json }
     /// `OUTBOX_POLL_INTERVAL_MS`: how often the relay looks without being notified. Default 1000.
     public var outboxPollInterval: Duration
     /// `OUTBOX_RETENTION_HOURS`: how long published events stay in the outbox. Default 168 (a week).
@@ -40,7 +44,7 @@ public struct ServiceSettings: Sendable {
     /// Every environment variable a service reads (the order service adds its own).
     public static let environmentKeys = [
         "HTTP_HOST", "HTTP_PORT", "AMQP_URL", "DATABASE_URL", "DATABASE_SCHEMA", "DATABASE_POOL_SIZE", "AMQP_PREFETCH", "CONSUMERS",
-        "INSTANCE_NAME", "LOG_LEVEL", "OUTBOX_POLL_INTERVAL_MS", "OUTBOX_RETENTION_HOURS", "AMQP_DECLARE_TOPOLOGY",
+        "INSTANCE_NAME", "LOG_LEVEL", "LOG_FORMAT", "OUTBOX_POLL_INTERVAL_MS", "OUTBOX_RETENTION_HOURS", "AMQP_DECLARE_TOPOLOGY",
     ]
 
     public init(service: ServiceName, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
@@ -67,6 +71,11 @@ public struct ServiceSettings: Sendable {
             throw SettingsError(key: "LOG_LEVEL", value: level, expected: "trace, debug, info, notice, warning, error or critical")
         }
         self.logLevel = logLevel
+        let format = value("LOG_FORMAT") ?? "text"
+        guard let logFormat = LogFormat(rawValue: format) else {
+            throw SettingsError(key: "LOG_FORMAT", value: format, expected: "text or json")
+        }
+        self.logFormat = logFormat
         outboxPollInterval = .milliseconds(try integer("OUTBOX_POLL_INTERVAL_MS", default: 1000, in: 10...600_000))
         outboxRetention = .seconds(3600 * (try integer("OUTBOX_RETENTION_HOURS", default: 168, in: 1...100_000)))
         switch value("AMQP_DECLARE_TOPOLOGY") ?? "all" {

@@ -226,6 +226,33 @@ struct SagaTests {
         }
     }
 
+    @Test func withJSONLogsOneOrderCanBeFollowedByItsIdAcrossTheServices() async throws {
+        try await withSystem(environment: ["LOG_FORMAT": "json"]) { system in
+            let shop = Shop(system)
+            try await shop.product("MUG-01", price: 1250, stock: 10)
+            try await shop.account("alice", balance: 10_000)
+            let order = try await shop.waitUntilSettled(try await shop.place("alice", ["MUG-01": 1]).1["orderId"] as! String)
+            let id = order["orderId"] as! String
+            try await shop.eventually { try await shop.notifications(order) == ["order_confirmed"] }
+
+            var handled: [String: [String]] = [:]
+            for service in RunningSystem.Service.allCases {
+                for line in system.log(of: service).split(separator: "\n") {
+                    let record = try #require(
+                        try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not JSON: \(line)")
+                    #expect(record["ts"] is String && record["level"] is String && record["message"] is String)
+                    if record["orderId"] as? String == id, record["message"] as? String == "handled" {
+                        handled[service.rawValue, default: []].append(record["eventType"] as? String ?? "?")
+                    }
+                }
+            }
+            #expect(handled == [
+                "inventory": ["OrderPlaced", "OrderConfirmed"], "payment": ["StockReserved"],
+                "order": ["PaymentCaptured"], "notification": ["OrderConfirmed"],
+            ])
+        }
+    }
+
     // MARK: Shared scenario
 
     /// `orders` customers order one unit each, all at once, of a product with `units` in stock.
