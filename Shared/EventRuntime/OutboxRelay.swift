@@ -142,6 +142,14 @@ public final class OutboxRelay: Sendable {
             for (event, outcome) in zip(pending, outcomes) {
                 if outcome == .confirmed {
                     published.append(event.position)
+                    logger.info(
+                        "published",
+                        metadata: [
+                            "eventType": "\(event.type)", "eventId": "\(event.eventId.uuidString.lowercased())",
+                            "orderId": "\(event.correlationId.uuidString.lowercased())",
+                            "causationId": "\(event.causationId?.uuidString.lowercased() ?? "-")",
+                            "routingKey": "\(event.routingKey)",
+                        ])
                 } else if !brokerAway {
                     try await postpone(event, because: outcome.error?.description ?? "\(outcome)")
                 }
@@ -151,7 +159,7 @@ public final class OutboxRelay: Sendable {
                     "UPDATE \(outbox.table) SET published_at = now() WHERE position = ANY($1::bigint[])",
                     "{" + published.map(String.init).joined(separator: ",") + "}")
             }
-            logger.debug("published \(published.count) of \(pending.count) events")
+            logger.debug("published \(published.count) of \(pending.count) events in a batch")
             if brokerAway { logger.warning("broker unavailable; \(pending.count - published.count) events wait for it") }
             // A batch that was not all confirmed: the broker is struggling; wait for the next wake-up.
             if published.count < pending.count || rows.count < configuration.batchSize { return }
