@@ -34,6 +34,8 @@ final class RunningSystem: @unchecked Sendable {
     let pool: PostgresPool
     private(set) var ports: [Service: Int] = [:]
     private var processes: [(name: String, process: Process)] = []
+    /// Where the services find the broker, if not straight at it (a test's proxy, say).
+    var amqpURLOverride: String?
     private let extraEnvironment: [String: String]
 
     /// Where `swift build` put the executables: beside the test bundle.
@@ -68,7 +70,7 @@ final class RunningSystem: @unchecked Sendable {
         let process = Process()
         process.executableURL = executable
         var environment = ProcessInfo.processInfo.environment
-        environment["AMQP_URL"] = vhost.amqpURL
+        environment["AMQP_URL"] = amqpURLOverride ?? vhost.amqpURL
         environment["DATABASE_URL"] = try StackEnvironment.databaseURL
         environment["DATABASE_SCHEMA"] = schema(service)
         environment["HTTP_PORT"] = "\(port)"

@@ -270,6 +270,34 @@ struct SagaTests {
         }
     }
 
+    @Test func readinessTurnsFalseWhileTheBrokerIsUnreachableAndTrueAfterwards() async throws {
+        let system = try await RunningSystem()
+        var direct = try #require(URLComponents(string: system.vhost.amqpURL))
+        let proxy = try TCPProxy(upstreamPort: direct.port!)
+        defer { proxy.stop() }
+        direct.port = proxy.port
+        direct.query = "heartbeat=1"  // notice a silent broker within seconds
+        system.amqpURLOverride = direct.string
+        do {
+            try await system.start([.payment])
+            let ready = "\(system.url(.payment))/health/ready"
+            #expect(try await HTTP.get(ready).0 == 200)
+
+            proxy.freeze()  // the broker goes silent: no error, no close
+            try await Shop(system).eventually { try await HTTP.get(ready).0 == 503 }
+            let (_, report) = try await HTTP.get(ready)
+            #expect(((report as? [String: Any])?["checks"] as? [String: String])?["database"] == "ok")
+            #expect(try await HTTP.get("\(system.url(.payment))/health/live").0 == 200)
+
+            proxy.thaw()
+            try await Shop(system).eventually(within: .seconds(40)) { try await HTTP.get(ready).0 == 200 }
+        } catch {
+            await system.tearDown()
+            throw error
+        }
+        await system.tearDown()
+    }
+
     // MARK: Shared scenario
 
     /// `orders` customers order one unit each, all at once, of a product with `units` in stock.
@@ -373,14 +401,14 @@ struct Shop: Sendable {
         return (json as? [[String: Any]] ?? []).compactMap { $0["kind"] as? String }
     }
 
-    /// Polls `condition` for up to 15 s: the saga settles asynchronously.
-    func eventually(_ condition: () async throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(15)
+    /// Polls `condition` for up to 15 s (or `limit`): the saga settles asynchronously.
+    func eventually(within limit: Duration = .seconds(15), _ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
             if try await condition() { return }
             try await Task.sleep(for: .milliseconds(100))
         }
         if try await condition() { return }
-        throw SystemError("condition not met within 15 s")
+        throw SystemError("condition not met within \(limit)")
     }
 }
