@@ -76,6 +76,7 @@ public struct EventConsumer: Sendable {
         do {
             let body = Data(delivery.body)
             header = try decodeHeader(body)
+            try checkProvenance(header!, delivery)
             outcome = try await apply(body, header: header!) ? .applied : .duplicate
         } catch let poison as PoisonMessage {
             outcome = await deadLetter(delivery, poison)
@@ -104,6 +105,19 @@ public struct EventConsumer: Sendable {
             return try EventJSON.decode(EnvelopeHeader.self, from: body)
         } catch {
             throw PoisonMessage.undecodable("not an event envelope: \(error)")
+        }
+    }
+
+    /// Trusts what the broker vouches for, not what the payload claims: each service publishes
+    /// only to its own exchange, so an envelope whose `source` (or event type) belongs to another
+    /// exchange than the one it arrived on is forged or misrouted, and is parked.
+    private func checkProvenance(_ header: EnvelopeHeader, _ delivery: AMQPDelivery) throws {
+        guard header.source.exchange == delivery.exchange else {
+            throw PoisonMessage.untrustedSource(
+                "\(header.type) claims to come from \(header.source) but arrived on the \(delivery.exchange) exchange")
+        }
+        if let event = EventCatalogue.event(type: header.type, version: header.version), event.producer != header.source {
+            throw PoisonMessage.untrustedSource("\(header.type) is published by \(event.producer), not \(header.source)")
         }
     }
 

@@ -83,6 +83,8 @@ public enum PoisonMessage: Error, Equatable, CustomStringConvertible {
     case invalidData(String)
     /// A handler found the event impossible to apply (a contract violation, not a transient fault).
     case rejected(String)
+    /// The envelope's claimed source doesn't match the exchange it came through.
+    case untrustedSource(String)
 
     /// A short machine-readable kind, for the `x-bazaar-reason` header.
     public var kind: String {
@@ -91,13 +93,16 @@ public enum PoisonMessage: Error, Equatable, CustomStringConvertible {
         case .unknownEvent: "unknown_event"
         case .invalidData: "invalid_data"
         case .rejected: "rejected_by_handler"
+        case .untrustedSource: "untrusted_source"
         }
     }
 
     /// What exactly was wrong, for the `x-bazaar-error` header.
     public var detail: String {
         switch self {
-        case .undecodable(let detail), .unknownEvent(let detail), .invalidData(let detail), .rejected(let detail): detail
+        case .undecodable(let detail), .unknownEvent(let detail), .invalidData(let detail), .rejected(let detail),
+            .untrustedSource(let detail):
+            detail
         }
     }
 

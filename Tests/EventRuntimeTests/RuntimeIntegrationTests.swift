@@ -241,6 +241,8 @@ final class RuntimeIntegrationTests {
         ("not json at all", "undecodable"),
         (#"{"eventId":"00000000-0000-4000-8000-000000000001","type":"Teleported","version":1,"occurredAt":"2026-11-23T20:36:01.123Z","correlationId":"00000000-0000-4000-8000-000000000002","source":"order","data":{}}"#, "unknown_event"),
         (#"{"eventId":"00000000-0000-4000-8000-000000000003","type":"OrderPlaced","version":1,"occurredAt":"2026-11-23T20:36:01.123Z","correlationId":"00000000-0000-4000-8000-000000000004","source":"order","data":{"orderId":"nope"}}"#, "invalid_data"),
+        // A well-formed OrderPlaced that claims another producer than the exchange it came on.
+        (#"{"eventId":"00000000-0000-4000-8000-000000000005","type":"OrderPlaced","version":1,"occurredAt":"2026-11-23T20:36:01.123Z","correlationId":"00000000-0000-4000-8000-000000000006","source":"payment","data":{"orderId":"00000000-0000-4000-8000-000000000006","customerId":"mallory","items":[{"sku":"A","quantity":1,"unitPrice":1}],"total":1}}"#, "untrusted_source"),
     ])
     func aPoisonMessageIsDeadLetteredWithItsReasonAndChangesNothing(body: String, reason: String) async throws {
         try await withEnvironment { env in
