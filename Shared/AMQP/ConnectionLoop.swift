@@ -141,7 +141,7 @@ final class ConnectionLoop: @unchecked Sendable {
         nextConsumerChannel = RabbitMQSession.firstConsumerChannel
         for tag in consumers.keys { consumers[tag]?.channel = 0 }  // channels of the old connection
         do {
-            try declareRecordedTopology(on: session)
+            try declare(topology, on: session)
             for tag in consumers.keys.sorted() { try restartConsumer(tag) }
         } catch {
             self.session = nil
@@ -322,10 +322,6 @@ final class ConnectionLoop: @unchecked Sendable {
     func declare(_ topology: Topology) throws {
         try withSession { session in try declare(topology, on: session) }
         self.topology = self.topology.merging(topology)
-    }
-
-    private func declareRecordedTopology(on session: RabbitMQSession) throws {
-        try declare(topology, on: session)
     }
 
     private func declare(_ topology: Topology, on session: RabbitMQSession) throws {

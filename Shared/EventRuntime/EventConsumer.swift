@@ -71,30 +71,26 @@ public struct EventConsumer: Sendable {
     /// Handles one delivery completely: effect, then ack (or dead letter, or requeue).
     public func handle(_ delivery: AMQPDelivery) async -> Outcome {
         let started = ContinuousClock.now
-        var outcome: Outcome
         var header: EnvelopeHeader?
+        let outcome: Outcome
         do {
             let body = Data(delivery.body)
             header = try decodeHeader(body)
             try checkProvenance(header!, delivery)
             outcome = try await apply(body, header: header!) ? .applied : .duplicate
+            // The effect is committed. If the ack can't be sent (the channel closed meanwhile),
+            // the broker delivers the message again and the inbox makes that a no-op.
+            do {
+                try await delivery.ack()
+            } catch {
+                logger.notice("committed, but the ack was lost (\(error)); the redelivery will be skipped")
+            }
         } catch let poison as PoisonMessage {
             outcome = await deadLetter(delivery, poison)
-            log(outcome, header: header, delivery: delivery, duration: ContinuousClock.now - started)
-            return outcome
         } catch {
             outcome = .requeued(reason: "\(error)")
             try? await Task.sleep(for: retryPause)
             try? await delivery.nack(requeue: true)
-            log(outcome, header: header, delivery: delivery, duration: ContinuousClock.now - started)
-            return outcome
-        }
-        // The effect is committed. If the ack can't be sent (the channel closed meanwhile), the
-        // broker delivers the message again and the inbox makes that a no-op.
-        do {
-            try await delivery.ack()
-        } catch {
-            logger.notice("committed, but the ack was lost (\(error)); the redelivery will be skipped")
         }
         log(outcome, header: header, delivery: delivery, duration: ContinuousClock.now - started)
         return outcome

@@ -64,10 +64,3 @@ public struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         }
     }
 }
-
-extension Request {
-    /// Decodes the JSON body, answering 400 with a problem when it is malformed or incomplete.
-    public func decodeJSON<T: Decodable>(_ type: T.Type, context: some RequestContext) async throws -> T {
-        try await decode(as: type, context: context)
-    }
-}

@@ -156,7 +156,9 @@ struct DeploymentTests {
         environment["PGPORT"] = "\(admin.port)"
         environment["PGPASSWORD"] = admin.password
         for service in ["ORDER", "INVENTORY", "PAYMENT", "NOTIFICATION"] { environment["\(service)_DB_PASSWORD"] = "test-\(service.lowercased())" }
-        for _ in 0..<2 { try runScript(Self.deploy.appendingPathComponent("postgres/init.sh").path, environment: environment) }
+        for _ in 0..<2 {
+            try StackEnvironment.run("/bin/bash", [Self.deploy.appendingPathComponent("postgres/init.sh").path], environment: environment)
+        }
 
         func configuration(_ role: String, _ password: String) -> PostgresConfiguration {
             var configuration = admin
@@ -184,19 +186,5 @@ struct DeploymentTests {
         await #expect { try await orderPool.execute("CREATE TABLE public.sneaky (n int)") } throws: { error in
             (error as? PostgresError)?.sqlState == "42501"
         }
-    }
-
-    private func runScript(_ path: String, environment: [String: String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [path]
-        process.environment = environment
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw StackEnvironment.CommandFailed(command: path, output: output) }
     }
 }

@@ -49,10 +49,11 @@ public enum StackEnvironment {
     /// Runs a command of the stack (for example rabbitmqctl) and returns its standard output;
     /// throws when it exits non-zero.
     @discardableResult
-    public static func run(_ executable: String, _ arguments: [String]) throws -> String {
+    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if let environment { process.environment = environment }
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output

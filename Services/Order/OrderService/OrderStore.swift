@@ -43,8 +43,7 @@ struct OrderStore: Sendable {
         let rows = try tx.query(
             "SELECT order_id, customer_id, status, reason, total, created_at FROM \(orders) WHERE order_id = $1"
                 + (forUpdate ? " FOR UPDATE" : ""), orderId)
-        guard let row = rows.first else { return nil }
-        return try decode(row, in: tx)
+        return try decode(rows, in: tx).first
     }
 
     func order(customerId: String, idempotencyKey: String, in tx: PostgresTransaction) throws -> StoredOrder? {
@@ -53,16 +52,16 @@ struct OrderStore: Sendable {
             SELECT order_id, customer_id, status, reason, total, created_at FROM \(orders)
             WHERE customer_id = $1 AND idempotency_key = $2
             """, customerId, idempotencyKey)
-        return try rows.first.map { try decode($0, in: tx) }
+        return try decode(rows, in: tx).first
     }
 
     func orders(customerId: String, limit: Int, in tx: PostgresTransaction) throws -> [StoredOrder] {
-        try tx.query(
-            """
-            SELECT order_id, customer_id, status, reason, total, created_at FROM \(orders)
-            WHERE customer_id = $1 ORDER BY created_at DESC LIMIT $2
-            """, customerId, limit
-        ).map { try decode($0, in: tx) }
+        try decode(
+            tx.query(
+                """
+                SELECT order_id, customer_id, status, reason, total, created_at FROM \(orders)
+                WHERE customer_id = $1 ORDER BY created_at DESC LIMIT $2
+                """, customerId, limit), in: tx)
     }
 
     func setStatus(_ orderId: UUID, _ status: OrderStatus, reason: CancellationReason?, in tx: PostgresTransaction) throws {
@@ -73,14 +72,14 @@ struct OrderStore: Sendable {
 
     /// Pending orders past their deadline, locked; several instances sweeping at once split them.
     func overduePending(limit: Int, in tx: PostgresTransaction) throws -> [StoredOrder] {
-        try tx.query(
-            """
-            SELECT order_id, customer_id, status, reason, total, created_at FROM \(orders)
-            WHERE status = 'pending' AND deadline_at < now()
-            ORDER BY deadline_at LIMIT $1
-            FOR UPDATE SKIP LOCKED
-            """, limit
-        ).map { try decode($0, in: tx) }
+        try decode(
+            tx.query(
+                """
+                SELECT order_id, customer_id, status, reason, total, created_at FROM \(orders)
+                WHERE status = 'pending' AND deadline_at < now()
+                ORDER BY deadline_at LIMIT $1
+                FOR UPDATE SKIP LOCKED
+                """, limit), in: tx)
     }
 
     func prices(of skus: [String], in tx: PostgresTransaction) throws -> [String: Int] {
@@ -102,19 +101,28 @@ struct OrderStore: Sendable {
             """, product.sku, product.name, product.price, product.revision)
     }
 
-    private func decode(_ row: PostgresRow, in tx: PostgresTransaction) throws -> StoredOrder {
-        let orderId = try row.decode(UUID.self, column: "order_id")
-        let lineRows = try tx.query(
-            "SELECT sku, quantity, unit_price FROM \(lines) WHERE order_id = $1 ORDER BY line", orderId)
-        return StoredOrder(
-            orderId: orderId, customerId: try row.decode(String.self, column: "customer_id"),
-            status: OrderStatus(rawValue: try row.decode(String.self, column: "status")) ?? .pending,
-            reason: try row.decode(String?.self, column: "reason").flatMap(CancellationReason.init(rawValue:)),
-            lines: try lineRows.map {
+    /// Orders from their rows, with the lines of all of them read in one query.
+    private func decode(_ rows: [PostgresRow], in tx: PostgresTransaction) throws -> [StoredOrder] {
+        guard !rows.isEmpty else { return [] }
+        let ids = try rows.map { try $0.decode(UUID.self, column: "order_id") }
+        var linesByOrder: [UUID: [OrderLine]] = [:]
+        for row in try tx.query(
+            "SELECT order_id, sku, quantity, unit_price FROM \(lines) WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line",
+            "{" + ids.map { $0.uuidString.lowercased() }.joined(separator: ",") + "}")
+        {
+            linesByOrder[try row.decode(UUID.self, column: "order_id"), default: []].append(
                 OrderLine(
-                    sku: try $0.decode(String.self, column: "sku"), quantity: try $0.decode(Int.self, column: "quantity"),
-                    unitPrice: try $0.decode(Int.self, column: "unit_price"))
-            },
-            total: try row.decode(Int.self, column: "total"), createdAt: try row.decode(Date.self, column: "created_at"))
+                    sku: try row.decode(String.self, column: "sku"), quantity: try row.decode(Int.self, column: "quantity"),
+                    unitPrice: try row.decode(Int.self, column: "unit_price")))
+        }
+        return try zip(rows, ids).map { row, orderId in
+            StoredOrder(
+                orderId: orderId, customerId: try row.decode(String.self, column: "customer_id"),
+                status: OrderStatus(rawValue: try row.decode(String.self, column: "status")) ?? .pending,
+                reason: try row.decode(String?.self, column: "reason").flatMap(CancellationReason.init(rawValue:)),
+                lines: linesByOrder[orderId] ?? [], total: try row.decode(Int.self, column: "total"),
+                createdAt: try row.decode(Date.self, column: "created_at"))
+        }
     }
 }
+

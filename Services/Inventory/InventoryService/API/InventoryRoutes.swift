@@ -51,7 +51,7 @@ struct InventoryRoutes {
     /// other services with ProductUpdated.
     @Sendable func put(_ request: Request, context: BasicRequestContext) async throws -> ProductBody {
         let sku = context.parameters.get("sku") ?? ""
-        let body = try await request.decodeJSON(PutProduct.self, context: context)
+        let body = try await request.decode(as: PutProduct.self, context: context)
         guard SkuFormat.isValid(sku) else { throw Problem.badRequest("invalid sku \"\(sku)\": \(SkuFormat.description)") }
         guard (1...200).contains(body.name.count), !body.name.containsControlCharacters else {
             throw Problem.badRequest("name must be 1 to 200 characters, without control characters")

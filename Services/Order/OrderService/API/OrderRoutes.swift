@@ -50,7 +50,7 @@ struct OrderRoutes {
     }
 
     @Sendable func place(_ request: Request, context: BasicRequestContext) async throws -> EditedResponse<OrderBody> {
-        let body = try await request.decodeJSON(PlaceOrder.self, context: context)
+        let body = try await request.decode(as: PlaceOrder.self, context: context)
         let idempotencyKey = request.headers.first { $0.name.canonicalName == "idempotency-key" }?.value
         if let idempotencyKey, idempotencyKey.isEmpty || idempotencyKey.utf8.count > 200 {
             throw Problem.badRequest("Idempotency-Key must be 1 to 200 characters")

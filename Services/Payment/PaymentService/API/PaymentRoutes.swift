@@ -41,7 +41,7 @@ struct PaymentRoutes {
 
     @Sendable func putAccount(_ request: Request, context: BasicRequestContext) async throws -> AccountBody {
         let customerId = context.parameters.get("customerId") ?? ""
-        let body = try await request.decodeJSON(PutAccount.self, context: context)
+        let body = try await request.decode(as: PutAccount.self, context: context)
         guard (1...128).contains(customerId.utf8.count), !customerId.containsControlCharacters else {
             throw Problem.badRequest("customerId must be 1 to 128 characters, without control characters")
         }
