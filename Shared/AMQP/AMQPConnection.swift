@@ -103,7 +103,12 @@ public final class AMQPConnection: Sendable {
     ///
     /// A message without a message id is given one (a UUID): the broker returns unroutable
     /// messages without their delivery tag, and the id is how a return finds its publish.
-    public func publish(batch messages: [OutgoingMessage]) async -> [PublishOutcome] {
+    ///
+    /// `afterSending` runs on the connection's thread once every message is written to the
+    /// socket and before any confirm is read: the chaos suite crashes the process there.
+    public func publish(
+        batch messages: [OutgoingMessage], afterSending: (@Sendable () -> Void)? = nil
+    ) async -> [PublishOutcome] {
         let messages = messages.map { message in
             var message = message
             if message.properties.messageId == nil { message.properties.messageId = UUID().uuidString.lowercased() }
@@ -112,6 +117,7 @@ public final class AMQPConnection: Sendable {
         return await withCheckedContinuation { continuation in
             loop.submit { loop in
                 loop.publish(messages, batch: PublishBatch(count: messages.count, continuation: continuation))
+                afterSending?()
             }
         }
     }

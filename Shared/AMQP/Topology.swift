@@ -28,6 +28,22 @@ public struct QueueSpec: Sendable, Hashable {
         case classic
     }
 
+    /// How a quorum queue hands messages to its dead-letter exchange.
+    public enum DeadLetterStrategy: String, Sendable {
+        /// The broker's default: fire and forget; a message is lost if the target can't take it.
+        case atMostOnce = "at-most-once"
+        /// The queue keeps a dead-lettered message until the target queue confirmed it. Needs
+        /// `overflow: .rejectPublish`.
+        case atLeastOnce = "at-least-once"
+    }
+
+    public enum Overflow: String, Sendable {
+        /// The default: the oldest messages are dropped (or dead-lettered).
+        case dropHead = "drop-head"
+        /// New messages are refused (a publisher with confirms gets a nack); nothing is dropped.
+        case rejectPublish = "reject-publish"
+    }
+
     public var name: String
     public var kind: Kind
     public var durable: Bool
@@ -41,13 +57,18 @@ public struct QueueSpec: Sendable, Hashable {
     public var deliveryLimit: Int?
     /// `x-message-ttl` in milliseconds: messages older than this are dead-lettered or dropped.
     public var messageTTL: Int?
+    /// `x-dead-letter-strategy` (quorum queues): whether dead-lettering itself may lose messages.
+    public var deadLetterStrategy: DeadLetterStrategy?
+    /// `x-overflow`: what happens when a length limit (set here or by a policy) is reached.
+    public var overflow: Overflow?
     /// Any further `x-` arguments.
     public var extraArguments: AMQPTable
 
     public init(
         name: String, kind: Kind = .quorum, durable: Bool = true, exclusive: Bool = false, autoDelete: Bool = false,
         deadLetterExchange: String? = nil, deadLetterRoutingKey: String? = nil, deliveryLimit: Int? = nil,
-        messageTTL: Int? = nil, extraArguments: AMQPTable = [:]
+        messageTTL: Int? = nil, deadLetterStrategy: DeadLetterStrategy? = nil, overflow: Overflow? = nil,
+        extraArguments: AMQPTable = [:]
     ) {
         self.name = name
         self.kind = kind
@@ -58,6 +79,8 @@ public struct QueueSpec: Sendable, Hashable {
         self.deadLetterRoutingKey = deadLetterRoutingKey
         self.deliveryLimit = deliveryLimit
         self.messageTTL = messageTTL
+        self.deadLetterStrategy = deadLetterStrategy
+        self.overflow = overflow
         self.extraArguments = extraArguments
     }
 
@@ -69,6 +92,8 @@ public struct QueueSpec: Sendable, Hashable {
         if let deadLetterRoutingKey { arguments["x-dead-letter-routing-key"] = .string(deadLetterRoutingKey) }
         if let deliveryLimit { arguments["x-delivery-limit"] = .int(Int64(deliveryLimit)) }
         if let messageTTL { arguments["x-message-ttl"] = .int(Int64(messageTTL)) }
+        if let deadLetterStrategy { arguments["x-dead-letter-strategy"] = .string(deadLetterStrategy.rawValue) }
+        if let overflow { arguments["x-overflow"] = .string(overflow.rawValue) }
         return arguments
     }
 }

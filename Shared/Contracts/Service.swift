@@ -19,4 +19,8 @@ public enum ServiceName: String, Sendable, Codable, CaseIterable {
     /// Where this service's queue dead-letters messages it can't or won't process.
     public var deadLetterExchange: String { "\(rawValue).dlx" }
     public var deadLetterQueue: String { "\(rawValue).dlq" }
+
+    /// Where this service sends a delivery whose handler failed, to come back after a delay:
+    /// it routes to the service's retry queues, whose expired messages it routes back to `queue`.
+    public var retryExchange: String { "\(rawValue).retry" }
 }

@@ -16,19 +16,30 @@ import Postgres
 /// - two instances handed the same event at once both try the insert; the primary key lets one
 ///   through and makes the other wait, then do nothing. The insert is the lock, not a check.
 ///
-/// A message that can never succeed (not an envelope, an unknown event, data that does not
-/// decode) is published to the service's dead-letter queue with the reason in its headers, and
-/// acked only once the broker confirmed that copy. A failure that may pass (the database is
-/// away) puts the message back in the queue after a pause; the queue's delivery limit bounds
-/// how often.
+/// When something goes wrong, what happens depends on whether trying again can help:
+/// - **The database is away** (unreachable, restarting, the session killed) or the transaction
+///   lost a race (deadlock, serialization failure): the same delivery is tried again in place,
+///   with growing pauses, until the database answers. Nothing is counted against the message:
+///   it did nothing wrong, and every other message would fail the same way meanwhile.
+/// - **The handler failed**: the message goes to the service's retry queue for its attempt,
+///   comes back after that queue's delay, and after `RetryPolicy.maximumAttempts` is parked in
+///   the dead-letter queue with the error, the attempts and the first and last failure times.
+/// - **The message can never succeed** (too big, not an envelope, an unknown event, data that
+///   does not decode, a forged source): parked at once, without retries.
+/// A message is acked only once its copy (retry or parked) is confirmed by the broker; if the copy
+/// can't be published, the message is put back in the queue instead.
 public struct EventConsumer: Sendable {
     /// What happened to one delivery.
     public enum Outcome: Sendable, Equatable {
         case applied
         /// Already in the inbox: acked without effect.
         case duplicate
+        /// Parked in the dead-letter queue.
         case deadLettered(reason: String)
-        /// Put back in the queue after a failure that may pass.
+        /// Sent to a retry queue, to come back after `delay`.
+        case retryScheduled(attempt: Int, delay: Duration)
+        /// Put back in the queue (a retry or dead-letter copy could not be published), or left
+        /// to the broker to redeliver (the service is shutting down).
         case requeued(reason: String)
     }
 
@@ -38,16 +49,17 @@ public struct EventConsumer: Sendable {
     private let handlers: EventHandlers
     private let pool: PostgresPool
     private let publisher: AMQPConnection
-    private let retryPause: Duration
+    private let policy: RetryPolicy
+    private let faults: FaultInjection
     private let logger: Logger
 
     /// - Parameters:
-    ///   - publisher: where dead letters are published (a service publishes on one connection and
-    ///     consumes on another, so broker back-pressure on publishing never blocks acks).
-    ///   - retryPause: the wait before a delivery that failed for a passing reason is requeued.
+    ///   - publisher: where retries and dead letters are published (a service publishes on one
+    ///     connection and consumes on another, so broker back-pressure on publishing never
+    ///     blocks acks).
     public init(
         service: ServiceName, schema: String, handlers: EventHandlers, pool: PostgresPool, publisher: AMQPConnection,
-        retryPause: Duration = .seconds(1), logger: Logger
+        policy: RetryPolicy = RetryPolicy(), faults: FaultInjection = .none, logger: Logger
     ) throws {
         self.service = service
         outbox = try Outbox(schema: schema)
@@ -55,29 +67,37 @@ public struct EventConsumer: Sendable {
         self.handlers = handlers
         self.pool = pool
         self.publisher = publisher
-        self.retryPause = retryPause
+        self.policy = policy
+        self.faults = faults
         var logger = logger
         logger[metadataKey: "component"] = "consumer"
         self.logger = logger
     }
 
     /// Handles deliveries one after another until the consumer ends or the task is cancelled.
+    /// Cancelled, it finishes the delivery in hand; those not yet taken go back to the broker
+    /// when the connection closes.
     public func run(_ consumer: AMQPConsumer) async throws {
         for try await delivery in consumer {
             _ = await handle(delivery)
+            if Task.isCancelled { return }
         }
     }
 
-    /// Handles one delivery completely: effect, then ack (or dead letter, or requeue).
+    /// Handles one delivery completely: effect, then ack (or retry, dead letter, requeue).
     public func handle(_ delivery: AMQPDelivery) async -> Outcome {
         let started = ContinuousClock.now
         var header: EnvelopeHeader?
         let outcome: Outcome
         do {
+            guard delivery.body.count <= policy.maximumMessageBytes else {
+                throw PoisonMessage.oversized("\(delivery.body.count) bytes; at most \(policy.maximumMessageBytes) are accepted")
+            }
             let body = Data(delivery.body)
             header = try decodeHeader(body)
-            try checkProvenance(header!, delivery)
-            outcome = try await apply(body, header: header!) ? .applied : .duplicate
+            try checkProvenance(header!, origin: try RetryState(delivery, service: service).origin)
+            outcome = try await applyWhenTheDatabaseAnswers(body, header: header!) ? .applied : .duplicate
+            faults.maybeCrash(at: .consumerBeforeAck)
             // The effect is committed. If the ack can't be sent (the channel closed meanwhile),
             // the broker delivers the message again and the inbox makes that a no-op.
             do {
@@ -86,11 +106,12 @@ public struct EventConsumer: Sendable {
                 logger.notice("committed, but the ack was lost (\(error)); the redelivery will be skipped")
             }
         } catch let poison as PoisonMessage {
-            outcome = await deadLetter(delivery, poison)
+            outcome = await park(delivery, reason: poison.kind, error: poison.detail)
+        } catch is CancellationError {
+            // Shutting down while waiting for the database: the broker redelivers it.
+            outcome = .requeued(reason: "shutting down before the database answered")
         } catch {
-            outcome = .requeued(reason: "\(error)")
-            try? await Task.sleep(for: retryPause)
-            try? await delivery.nack(requeue: true)
+            outcome = await retryLater(delivery, error: error)
         }
         log(outcome, header: header, delivery: delivery, duration: ContinuousClock.now - started)
         return outcome
@@ -107,13 +128,30 @@ public struct EventConsumer: Sendable {
     /// Trusts what the broker vouches for, not what the payload claims: each service publishes
     /// only to its own exchange, so an envelope whose `source` (or event type) belongs to another
     /// exchange than the one it arrived on is forged or misrouted, and is parked.
-    private func checkProvenance(_ header: EnvelopeHeader, _ delivery: AMQPDelivery) throws {
-        guard header.source.exchange == delivery.exchange else {
+    private func checkProvenance(_ header: EnvelopeHeader, origin: RetryState.Origin) throws {
+        guard header.source.exchange == origin.exchange else {
             throw PoisonMessage.untrustedSource(
-                "\(header.type) claims to come from \(header.source) but arrived on the \(delivery.exchange) exchange")
+                "\(header.type) claims to come from \(header.source) but arrived on the \(origin.exchange) exchange")
         }
         if let event = EventCatalogue.event(type: header.type, version: header.version), event.producer != header.source {
             throw PoisonMessage.untrustedSource("\(header.type) is published by \(event.producer), not \(header.source)")
+        }
+    }
+
+    /// Applies the event, trying again in place for as long as the database is unreachable or
+    /// the transaction loses a race. Returns false for a duplicate.
+    private func applyWhenTheDatabaseAnswers(_ body: Data, header: EnvelopeHeader) async throws -> Bool {
+        var pause = policy.databasePauseInitial
+        while true {
+            do {
+                return try await apply(body, header: header)
+            } catch let error as PostgresError where error.isTransient {
+                logger.warning(
+                    "database unavailable, trying again in \(pause): \(error)",
+                    metadata: ["eventId": "\(header.eventId.uuidString.lowercased())"])
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, policy.databasePauseMaximum)
+            }
         }
     }
 
@@ -122,7 +160,7 @@ public struct EventConsumer: Sendable {
         guard let handler = handlers.handler(type: header.type, version: header.version) else {
             throw PoisonMessage.unknownEvent("\(service) does not handle \(header.type) v\(header.version)")
         }
-        let (inboxTable, outbox, service) = (inboxTable, outbox, service)
+        let (inboxTable, outbox, service, faults) = (inboxTable, outbox, service, faults)
         return try await pool.transaction { transaction in
             let inserted = try transaction.execute(
                 """
@@ -135,32 +173,63 @@ public struct EventConsumer: Sendable {
                 header.causationId, header.occurredAt)
             guard inserted == 1 else { return false }
             try handler(body, HandlerContext(transaction: transaction, incoming: header, outbox: outbox, service: service))
+            faults.maybeCrash(at: .consumerBeforeCommit)
             return true
         }
     }
 
-    /// Parks a poison message in the service's dead-letter queue, with why, and acks the original
-    /// once the copy is confirmed. If the copy can't be published, the original is rejected
-    /// instead: the queue dead-letters it (without our reason headers, but not lost).
-    private func deadLetter(_ delivery: AMQPDelivery, _ poison: PoisonMessage) async -> Outcome {
-        var properties = delivery.properties
-        properties.headers["x-bazaar-reason"] = .string(poison.kind)
-        properties.headers["x-bazaar-error"] = .string(String(poison.detail.prefix(1000)))
+    /// Sends a delivery whose handler failed to the retry queue of its attempt, or parks it once
+    /// it has had all its attempts.
+    private func retryLater(_ delivery: AMQPDelivery, error: any Error) async -> Outcome {
+        // It decoded before the handler ran, or the delivery would have been parked.
+        guard let state = try? RetryState(delivery, service: service) else {
+            return await park(delivery, reason: "untrusted_source", error: "\(error)")
+        }
+        let attempt = state.attempts + 1
+        guard attempt < policy.maximumAttempts else {
+            return await park(delivery, reason: "retries_exhausted", error: "\(error)", failedAttempts: attempt)
+        }
+        let delay = policy.delay(afterFailure: attempt)
+        let copy = OutgoingMessage(
+            exchange: service.retryExchange, routingKey: ServiceTopology.retryQueue(of: service, delay: delay),
+            body: delivery.body, properties: state.properties(afterFailure: attempt, error: "\(error)"))
+        return await forward(delivery, as: copy, outcome: .retryScheduled(attempt: attempt, delay: delay))
+    }
+
+    /// Parks a delivery in the service's dead-letter queue, saying why in its headers.
+    private func park(_ delivery: AMQPDelivery, reason: String, error: String, failedAttempts: Int? = nil) async -> Outcome {
+        let state = try? RetryState(delivery, service: service)
+        var properties = state?.properties(afterFailure: failedAttempts, error: error) ?? delivery.properties
+        properties.headers["x-bazaar-reason"] = .string(reason)
+        properties.headers["x-bazaar-error"] = .string(String(error.prefix(1000)))
         properties.headers["x-bazaar-service"] = .string(service.rawValue)
-        properties.headers["x-bazaar-original-exchange"] = .string(delivery.exchange)
-        properties.headers["x-bazaar-original-routing-key"] = .string(delivery.routingKey)
+        properties.headers["x-bazaar-original-exchange"] = .string(state?.origin.exchange ?? delivery.exchange)
+        properties.headers["x-bazaar-original-routing-key"] = .string(state?.origin.routingKey ?? delivery.routingKey)
         properties.headers["x-bazaar-dead-lettered-at"] = .timestamp(Date())
         let copy = OutgoingMessage(
             exchange: service.deadLetterExchange, routingKey: service.deadLetterQueue, body: delivery.body,
             properties: properties)
+        return await forward(delivery, as: copy, outcome: .deadLettered(reason: "\(reason): \(error)"))
+    }
+
+    /// Publishes `copy` and acks the delivery once the broker confirmed the copy. If the copy
+    /// can't be published, the delivery goes back to the queue after a pause instead: never
+    /// acked without its copy, never lost.
+    private func forward(_ delivery: AMQPDelivery, as copy: OutgoingMessage, outcome: Outcome) async -> Outcome {
         do {
             try await publisher.publish(copy)
+        } catch {
+            try? await Task.sleep(for: policy.databasePauseInitial)
+            try? await delivery.nack(requeue: true)
+            return .requeued(reason: "could not publish to \(copy.exchange): \(error)")
+        }
+        do {
             try await delivery.ack()
         } catch {
-            logger.error("could not park a poison message, rejecting it instead: \(error)")
-            try? await delivery.reject(requeue: false)
+            // The copy is out, the original comes back: its second copy is a duplicate the inbox absorbs.
+            logger.notice("forwarded to \(copy.exchange), but the ack was lost (\(error))")
         }
-        return .deadLettered(reason: poison.description)
+        return outcome
     }
 
     private func log(_ outcome: Outcome, header: EnvelopeHeader?, delivery: AMQPDelivery, duration: Duration) {
@@ -177,7 +246,9 @@ public struct EventConsumer: Sendable {
         case .applied: logger.info("handled", metadata: metadata)
         case .duplicate: logger.info("duplicate, skipped", metadata: metadata)
         case .deadLettered(let reason): logger.error("dead-lettered: \(reason)", metadata: metadata)
-        case .requeued(let reason): logger.warning("failed, requeued: \(reason)", metadata: metadata)
+        case .retryScheduled(let attempt, let delay):
+            logger.warning("failed (attempt \(attempt)), retrying in \(delay)", metadata: metadata)
+        case .requeued(let reason): logger.warning("requeued: \(reason)", metadata: metadata)
         }
     }
 }

@@ -75,6 +75,8 @@ public struct EventKey: Hashable, Sendable, CustomStringConvertible {
 /// A message that can never be processed, however often it is retried: it goes straight to the
 /// dead-letter queue with this reason in its headers.
 public enum PoisonMessage: Error, Equatable, CustomStringConvertible {
+    /// Larger than any event: parked unread.
+    case oversized(String)
     /// Not an event envelope at all (not JSON, or missing envelope fields).
     case undecodable(String)
     /// A well-formed envelope of a type or version this service does not handle.
@@ -89,6 +91,7 @@ public enum PoisonMessage: Error, Equatable, CustomStringConvertible {
     /// A short machine-readable kind, for the `x-bazaar-reason` header.
     public var kind: String {
         switch self {
+        case .oversized: "oversized"
         case .undecodable: "undecodable"
         case .unknownEvent: "unknown_event"
         case .invalidData: "invalid_data"
@@ -100,7 +103,7 @@ public enum PoisonMessage: Error, Equatable, CustomStringConvertible {
     /// What exactly was wrong, for the `x-bazaar-error` header.
     public var detail: String {
         switch self {
-        case .undecodable(let detail), .unknownEvent(let detail), .invalidData(let detail), .rejected(let detail),
+        case .oversized(let detail), .undecodable(let detail), .unknownEvent(let detail), .invalidData(let detail), .rejected(let detail),
             .untrustedSource(let detail):
             detail
         }

@@ -35,16 +35,20 @@ public final class OutboxRelay: Sendable {
         public var cleanupInterval: Duration
         /// The longest a refused row waits before its next attempt.
         public var maximumRetryDelay: Duration
+        /// Crashes and duplicates on purpose, for the chaos suite; none by default.
+        public var faults: FaultInjection
 
         public init(
             batchSize: Int = 200, pollInterval: Duration = .seconds(1), retention: Duration = .seconds(7 * 24 * 3600),
-            cleanupInterval: Duration = .seconds(60), maximumRetryDelay: Duration = .seconds(300)
+            cleanupInterval: Duration = .seconds(60), maximumRetryDelay: Duration = .seconds(300),
+            faults: FaultInjection = .none
         ) {
             self.batchSize = batchSize
             self.pollInterval = pollInterval
             self.retention = retention
             self.cleanupInterval = cleanupInterval
             self.maximumRetryDelay = maximumRetryDelay
+            self.faults = faults
         }
     }
 
@@ -108,7 +112,7 @@ public final class OutboxRelay: Sendable {
 
         var lastCleanup = ContinuousClock.now
         for await _ in wakeups.stream {
-            try Task.checkCancellation()
+            if Task.isCancelled { break }
             // Still leader? A lost session has lost the lock; another instance may lead by now.
             _ = try await leadership.query("SELECT 1")
             try await publishPending()
@@ -116,6 +120,13 @@ public final class OutboxRelay: Sendable {
                 try await deletePublished()
                 lastCleanup = .now
             }
+        }
+        // The wake-ups end when the task is cancelled (the service shuts down) or the listener
+        // stopped. Shutting down, publish what is committed before leaving: the calls below
+        // don't stop on cancellation, and the service's shutdown deadline bounds them.
+        if Task.isCancelled {
+            try await publishPending()
+            throw CancellationError()
         }
     }
 
@@ -133,7 +144,14 @@ public final class OutboxRelay: Sendable {
                 """, configuration.batchSize)
             if rows.isEmpty { return }
             let pending = try rows.map(PendingEvent.init)
-            let outcomes = await publisher.publish(batch: pending.map { $0.message(from: service) })
+            let faults = configuration.faults
+            faults.maybeCrash(at: .relayBeforePublish)
+            let messages = pending.map { $0.message(from: service) }
+            // Injected duplicates go out after the batch, and only the batch's outcomes count.
+            let duplicates = faults.duplicateShare > 0 ? messages.filter { _ in faults.shouldDuplicate() } : []
+            let outcomes = await publisher.publish(
+                batch: messages + duplicates, afterSending: { faults.maybeCrash(at: .relayBeforeConfirm) }
+            ).prefix(messages.count)
 
             // Rows refused by a working broker wait with growing delays; when the connection itself
             // is down, nothing is held against the rows: they go out as soon as it is back.
@@ -155,6 +173,7 @@ public final class OutboxRelay: Sendable {
                 }
             }
             if !published.isEmpty {
+                faults.maybeCrash(at: .relayBeforeMarkPublished)
                 try await pool.execute(
                     "UPDATE \(outbox.table) SET published_at = now() WHERE position = ANY($1::bigint[])",
                     "{" + published.map(String.init).joined(separator: ",") + "}")

@@ -60,6 +60,21 @@ public struct PostgresError: Error, Sendable, Equatable, CustomStringConvertible
     /// operation is safe to repeat.
     public var isConnectionLost: Bool { kind == .connectionLost }
 
+    /// A failure of the database or of the session, not of the statement: the same work can
+    /// succeed once the server is back (unreachable, restarting, the backend terminated) or on a
+    /// second try (a serialization failure or deadlock, which roll the transaction back).
+    public var isTransient: Bool {
+        switch kind {
+        case .connectionFailed, .connectionLost: return true
+        case .server:
+            guard let sqlState else { return false }
+            // 08: connection exception; 57P01-57P03: admin or crash shutdown, cannot connect now;
+            // 53300: too many connections; 40001, 40P01: serialization failure, deadlock.
+            return sqlState.hasPrefix("08") || ["57P01", "57P02", "57P03", "53300", "40001", "40P01"].contains(sqlState)
+        default: return false
+        }
+    }
+
     public var description: String {
         var text: String
         switch kind {

@@ -70,11 +70,14 @@ public enum ServiceHost {
         let relay = OutboxRelay(
             service: settings.service, outbox: dependencies.outbox, pool: dependencies.pool,
             publisher: dependencies.publisher,
-            configuration: .init(pollInterval: settings.outboxPollInterval, retention: settings.outboxRetention),
+            configuration: .init(
+                pollInterval: settings.outboxPollInterval, retention: settings.outboxRetention, faults: settings.faults),
             logger: logger)
         let consumer = try EventConsumer(
             service: settings.service, schema: settings.schema, handlers: definition.handlers, pool: dependencies.pool,
-            publisher: dependencies.publisher, logger: logger)
+            publisher: dependencies.publisher, policy: RetryPolicy(maximumAttempts: settings.retryMaxAttempts),
+            faults: settings.faults, logger: logger)
+        if settings.faults.isActive { logger.warning("fault injection is on: \(settings.faults)") }
         // Several consumers on the queue, each handling one delivery at a time: like several
         // instances, which the inbox and the per-order locks already make safe.
         var services: [any Service] = [BackgroundService("outbox relay") { try await relay.run() }]
@@ -96,7 +99,14 @@ public enum ServiceHost {
                 logger.notice("\(settings.service) service ready on http://\(settings.httpHost):\(settings.httpPort)")
             },
             logger: logger)
-        try await application.runService()
+        // Graceful shutdown runs in reverse order of start: the HTTP server stops taking requests
+        // and finishes those in flight, the jobs and consumers stop, the relay publishes what is
+        // left; whatever still runs at the deadline is cancelled.
+        var configuration = ServiceGroupConfiguration(
+            services: [application], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        configuration.maximumGracefulShutdownDuration = settings.shutdownTimeout
+        configuration.maximumCancellationDuration = .seconds(5)
+        try await ServiceGroup(configuration: configuration).run()
     }
 
     private static func makeLogger(_ settings: ServiceSettings) -> Logger {

@@ -1,4 +1,5 @@
 import Contracts
+import EventRuntime
 import Foundation
 import Logging
 
@@ -40,11 +41,21 @@ public struct ServiceSettings: Sendable {
     /// system at start-up; `none` declares nothing, for brokers whose topology is loaded from a
     /// definitions file or an operator and whose service users may not configure anything.
     public var declareTopology: Bool
+    /// `RETRY_MAX_ATTEMPTS`: handler attempts before an event is parked in the dead-letter
+    /// queue, the first included. Default 5 (waits of 1 s, 5 s, 30 s and 30 s between them).
+    public var retryMaxAttempts: Int
+    /// `SHUTDOWN_TIMEOUT_SECONDS`: on SIGTERM or SIGINT, how long in-flight requests, handlers and
+    /// the relay's last batch may take before they are cancelled. Default 10.
+    public var shutdownTimeout: Duration
+    /// `BAZAAR_FAULTS`: crashes and duplicates on purpose, for the chaos suite only (see
+    /// `FaultInjection`). Default none.
+    public var faults: FaultInjection
 
     /// Every environment variable a service reads (the order service adds its own).
     public static let environmentKeys = [
         "HTTP_HOST", "HTTP_PORT", "AMQP_URL", "DATABASE_URL", "DATABASE_SCHEMA", "DATABASE_POOL_SIZE", "AMQP_PREFETCH", "CONSUMERS",
         "INSTANCE_NAME", "LOG_LEVEL", "LOG_FORMAT", "OUTBOX_POLL_INTERVAL_MS", "OUTBOX_RETENTION_HOURS", "AMQP_DECLARE_TOPOLOGY",
+        "RETRY_MAX_ATTEMPTS", "SHUTDOWN_TIMEOUT_SECONDS",
     ]
 
     public init(service: ServiceName, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
@@ -82,6 +93,13 @@ public struct ServiceSettings: Sendable {
         case "all": declareTopology = true
         case "none": declareTopology = false
         case let other: throw SettingsError(key: "AMQP_DECLARE_TOPOLOGY", value: other, expected: "all or none")
+        }
+        retryMaxAttempts = try integer("RETRY_MAX_ATTEMPTS", default: 5, in: 1...100)
+        shutdownTimeout = .seconds(try integer("SHUTDOWN_TIMEOUT_SECONDS", default: 10, in: 1...3600))
+        do {
+            faults = try FaultInjection(parsing: value(FaultInjection.environmentKey))
+        } catch {
+            throw SettingsError(key: FaultInjection.environmentKey, value: error.item, expected: error.reason)
         }
     }
 

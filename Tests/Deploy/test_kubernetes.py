@@ -46,6 +46,12 @@ CORE_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "Hori
 # The same list as ServiceTopology.system() derives from EventCatalogue.subscriptions in the Swift
 # code, where a Swift test compares it with the code's catalogue; test_contract_matches_event_catalogue
 # below also compares it with the generated docs/event-catalogue.md. Change all of them together.
+DELIVERY_LIMIT = 20  # ServiceTopology.defaultDeliveryLimit
+RETRY_DELAYS = [1, 5, 30]  # seconds: ServiceTopology.retryDelays, one retry queue each
+RETRY_QUEUES = {s: [f"{s}.retry.{delay}s" for delay in RETRY_DELAYS] for s in SERVICES}
+RETRY_BINDINGS = {  # a failed delivery into the retry queue of its attempt, and back to the work queue
+    (f"{s}.retry", queue, queue) for s in SERVICES for queue in RETRY_QUEUES[s] + [s]
+}
 BINDINGS = {  # (exchange, queue, routing key)
     ("orders", "inventory", "order.placed.v1"), ("orders", "inventory", "order.confirmed.v1"),
     ("orders", "inventory", "order.cancelled.v1"),
@@ -55,15 +61,21 @@ BINDINGS = {  # (exchange, queue, routing key)
     ("inventory", "payment", "stock.reserved.v1"),
     ("payments", "order", "payment.captured.v1"), ("payments", "order", "payment.declined.v1"),
     ("payments", "notification", "payment.refunded.v1"),
-} | {(f"{s}.dlx", f"{s}.dlq", f"{s}.dlq") for s in SERVICES}
-EXCHANGES = {(x, "topic") for x in EXCHANGE.values()} | {(f"{s}.dlx", "direct") for s in SERVICES}
+} | RETRY_BINDINGS | {(f"{s}.dlx", f"{s}.dlq", f"{s}.dlq") for s in SERVICES}
+EXCHANGES = {(x, "topic") for x in EXCHANGE.values()} | {(f"{s}.{kind}", "direct") for s in SERVICES for kind in ("retry", "dlx")}
+# Dead-lettering at least once (the broker keeps a message until its target queue confirmed it)
+# needs reject-publish; the dead-letter queue drops nothing and its limit is effectively none.
+AT_LEAST_ONCE = {"x-delivery-limit": DELIVERY_LIMIT, "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
 QUEUES = {
     **{s: {"x-queue-type": "quorum", "x-dead-letter-exchange": f"{s}.dlx",
-           "x-dead-letter-routing-key": f"{s}.dlq", "x-delivery-limit": 10} for s in SERVICES},
-    **{f"{s}.dlq": {"x-queue-type": "quorum"} for s in SERVICES},
+           "x-dead-letter-routing-key": f"{s}.dlq", **AT_LEAST_ONCE} for s in SERVICES},
+    **{queue: {"x-queue-type": "quorum", "x-message-ttl": delay * 1000, "x-dead-letter-exchange": f"{s}.retry",
+               "x-dead-letter-routing-key": s, **AT_LEAST_ONCE}
+       for s in SERVICES for queue, delay in zip(RETRY_QUEUES[s], RETRY_DELAYS)},
+    **{f"{s}.dlq": {"x-queue-type": "quorum", "x-delivery-limit": 1_000_000, "x-overflow": "reject-publish"} for s in SERVICES},
 }
 PERMISSIONS = {  # user: (configure, write, read)
-    s: ("^$", rf"^({EXCHANGE[s]}|{s}\.dlx)$", rf"^{s}$") for s in SERVICES
+    s: ("^$", rf"^({EXCHANGE[s]}|{s}\.dlx|{s}\.retry)$", rf"^{s}$") for s in SERVICES
 }
 PUBLISHED = {  # the routing keys each service publishes (docs/event-catalogue.md)
     "order": {"order.placed.v1", "order.confirmed.v1", "order.cancelled.v1"},
@@ -484,8 +496,9 @@ def test_permissions_grant_exactly_what_each_service_uses():
     every_key = set().union(*PUBLISHED.values())
     for service, (configure, write, read) in PERMISSIONS.items():
         assert not any(re.search(configure, name) for name in exchanges | queues)
-        assert {x for x in exchanges if re.search(write, x)} == {EXCHANGE[service], f"{service}.dlx"}
-        assert {q for q in queues if re.search(read, q)} == {service}  # not even its DLQ: operators read those
+        assert {x for x in exchanges if re.search(write, x)} == {EXCHANGE[service], f"{service}.dlx", f"{service}.retry"}
+        # Not even its retry queues (the broker moves messages through them) or its DLQ (operators read those).
+        assert {q for q in queues if re.search(read, q)} == {service}
         exchange, topic_write = TOPIC_PERMISSIONS[service]
         assert exchange == EXCHANGE[service]
         assert {key for key in every_key if re.search(topic_write, key)} == PUBLISHED[service]
@@ -501,7 +514,7 @@ def test_contract_matches_event_catalogue():
         assert (queue, dlx, dlq) == (service, f"{service}.dlx", f"{service}.dlq")
         documented |= {(x, queue, key) for x, key in re.findall(r"`([\w.]+)` `([\w.]+)`", bound)}
         documented.add((dlx, dlq, dlq))
-    assert documented == BINDINGS
+    assert documented == BINDINGS - RETRY_BINDINGS, "the catalogue lists event and dead-letter bindings, not retries"
     events = re.findall(r"^\| \w+ \| \d+ \| `([\w.]+)` \| `([\w.]+)` \| (\w+) \|", catalogue, re.M)
     assert events, "the catalogue's event table changed shape"
     for exchange, key, producer in events:

@@ -54,11 +54,17 @@ struct DeploymentTests {
             let permission = try #require(permissions.first { $0["user"] as? String == service.rawValue })
             #expect(permission["configure"] as? String == "^$")
             let write = try Regex(permission["write"] as! String), read = try Regex(permission["read"] as! String)
-            for exchange in ServiceName.allCases.map(\.exchange) + ServiceName.allCases.map(\.deadLetterExchange) {
-                let mayWrite = exchange == service.exchange || exchange == service.deadLetterExchange
+            // Its own exchange, its retry exchange (failed deliveries) and its dead-letter exchange.
+            let exchanges = ServiceName.allCases.flatMap { [$0.exchange, $0.retryExchange, $0.deadLetterExchange] }
+            for exchange in exchanges {
+                let mayWrite = [service.exchange, service.retryExchange, service.deadLetterExchange].contains(exchange)
                 #expect((exchange.wholeMatch(of: write) != nil) == mayWrite, "\(service) writing \(exchange)")
             }
-            for queue in ServiceName.allCases.map(\.queue) + ServiceName.allCases.map(\.deadLetterQueue) {
+            // Its work queue only: not its retry queues (the broker moves messages through them) nor its DLQ.
+            let queues: [String] = ServiceName.allCases.flatMap { other in
+                [other.queue, other.deadLetterQueue] + ServiceTopology.retryDelays.map { ServiceTopology.retryQueue(of: other, delay: $0) }
+            }
+            for queue in queues {
                 #expect((queue.wholeMatch(of: read) != nil) == (queue == service.queue), "\(service) reading \(queue)")
             }
         }
@@ -94,6 +100,11 @@ struct DeploymentTests {
         await #expect(throws: AMQPError.self) {
             try await order.publish(OutgoingMessage(exchange: "orders", routingKey: "payment.captured.v1", body: [3]))
         }
+        // Its retry exchange: yes; another service's: refused.
+        try await order.publish(OutgoingMessage(exchange: "order.retry", routingKey: "order.retry.30s", body: [4]))
+        await #expect(throws: AMQPError.self) {
+            try await order.publish(OutgoingMessage(exchange: "payment.retry", routingKey: "payment.retry.1s", body: [5]))
+        }
         // Its own queue: yes; another's: refused; declaring anything: refused.
         _ = try await order.consume(queue: "order")
         await #expect(throws: AMQPError.self) { _ = try await order.consume(queue: "payment") }
@@ -108,6 +119,13 @@ struct DeploymentTests {
             return try await iterator.next()
         }
         #expect(first?.body == [1])
+        // A delivery sent to a retry queue comes back to the work queue once the queue's TTL expires.
+        try await inventory.publish(OutgoingMessage(exchange: "inventory.retry", routingKey: "inventory.retry.1s", body: [6]))
+        let retried = try await within(.seconds(10)) {
+            var iterator = deliveries.makeAsyncIterator()
+            return try await iterator.next()
+        }
+        #expect(retried?.body == [6])
         await inventory.close()
     }
 

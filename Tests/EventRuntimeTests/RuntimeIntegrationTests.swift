@@ -209,7 +209,7 @@ final class RuntimeIntegrationTests {
         }
     }
 
-    @Test func aFailingHandlerLeavesNoTraceAndTheEventIsRetried() async throws {
+    @Test func aFailingHandlerLeavesNoTraceAndTheEventComesBackFromTheRetryQueue() async throws {
         try await withEnvironment { env in
             let failures = Counter()
             let consumer = try env.consumer { handlers in
@@ -221,18 +221,71 @@ final class RuntimeIntegrationTests {
                 }
             }
             let event = Self.orderPlaced()
-            guard case .requeued = await consumer.handle(try await env.deliver(event)) else {
-                Issue.record("the first, failing delivery was not requeued")
-                return
-            }
+            let first = await consumer.handle(try await env.deliver(event))
+            #expect(first == .retryScheduled(attempt: 1, delay: .seconds(1)))
             #expect(try await env.count("effects") == 0)
             #expect(try await env.count("inbox") == 0)
             #expect(try await env.count("outbox") == 0)
 
-            // The broker delivers it again (marked redelivered); this time it applies.
+            // The broker's retry queue holds it for its TTL, then dead-letters it back to the work
+            // queue through the retry exchange; this time it applies.
             let again = try await env.nextWork()
-            #expect(again.redelivered)
+            #expect(again.exchange == ServiceName.inventory.retryExchange)
+            #expect(again.headers["x-bazaar-attempts"]?.int == 1)
+            #expect(again.headers["x-bazaar-original-routing-key"]?.string == OrderPlaced.routingKey)
             #expect(await consumer.handle(again) == .applied)
+            #expect(try await env.count("effects") == 1)
+        }
+    }
+
+    @Test func aHandlerThatKeepsFailingIsParkedAfterItsLastAttemptWithItsHistory() async throws {
+        try await withEnvironment { env in
+            let consumer = try env.consumer(maximumAttempts: 3) { handlers in
+                handlers.on(OrderPlaced.self) { _, _ in throw TransientFault() }
+            }
+            let event = Self.orderPlaced()
+            #expect(await consumer.handle(try await env.deliver(event)) == .retryScheduled(attempt: 1, delay: .seconds(1)))
+            #expect(await consumer.handle(try await env.nextWork()) == .retryScheduled(attempt: 2, delay: .seconds(5)))
+            guard case .deadLettered(let reason) = await consumer.handle(try await env.nextWork()) else {
+                Issue.record("the third failure was not parked")
+                return
+            }
+            #expect(reason.hasPrefix("retries_exhausted"))
+
+            let parked = try await env.receive(1, from: ServiceName.inventory.deadLetterQueue)[0]
+            #expect(parked.body == Array(try EventJSON.encode(event)))
+            #expect(parked.headers["x-bazaar-reason"]?.string == "retries_exhausted")
+            #expect(parked.headers["x-bazaar-attempts"]?.int == 3)
+            #expect(parked.headers["x-bazaar-error"]?.string?.contains("TransientFault") == true)
+            #expect(parked.headers["x-bazaar-original-exchange"]?.string == "orders")
+            #expect(parked.headers["x-bazaar-original-routing-key"]?.string == OrderPlaced.routingKey)
+            guard case .timestamp(let first) = parked.headers["x-bazaar-first-failure-at"],
+                case .timestamp(let last) = parked.headers["x-bazaar-last-failure-at"]
+            else {
+                Issue.record("failure times missing: \(parked.headers)")
+                return
+            }
+            // Timestamps have whole seconds; the waits in between were 1 s and 5 s.
+            #expect(last.timeIntervalSince(first) >= 5)
+            #expect(try await env.connection.queueStatus(env.workQueue).messages == 0)
+        }
+    }
+
+    @Test func aTerminatedDatabaseSessionIsRetriedInPlaceWithoutCountingAnAttempt() async throws {
+        try await withEnvironment { env in
+            let calls = Counter()
+            let consumer = try env.consumer(maximumAttempts: 1) { handlers in
+                handlers.on(OrderPlaced.self) { envelope, context in
+                    // The first try kills its own session, as a database restart or an operator would.
+                    if calls.increment() == 1 { try context.transaction.execute("SELECT pg_terminate_backend(pg_backend_pid())") }
+                    try context.transaction.execute(
+                        "INSERT INTO \(env.schemaName).effects (order_id) VALUES ($1)", envelope.data.orderId)
+                }
+            }
+            // With one attempt allowed, a handler failure would park it: applying proves the lost
+            // session was not counted as one.
+            #expect(await consumer.handle(try await env.deliver(Self.orderPlaced())) == .applied)
+            #expect(calls.increment() == 3)
             #expect(try await env.count("effects") == 1)
         }
     }
@@ -265,6 +318,20 @@ final class RuntimeIntegrationTests {
             #expect(try await env.count("inbox") == 0)
             try await Task.sleep(for: .milliseconds(100))
             #expect(try await env.connection.queueStatus(env.workQueue).messages == 0, "the poison message is still queued")
+        }
+    }
+
+    @Test func anOversizedMessageIsParkedUnread() async throws {
+        try await withEnvironment { env in
+            let consumer = try env.consumer { handlers in handlers.on(OrderPlaced.self) { _, _ in } }
+            let body = Array(try EventJSON.encode(Self.orderPlaced())) + Array(repeating: UInt8(ascii: " "), count: 300_000)
+            guard case .deadLettered = await consumer.handle(try await env.deliver(raw: body)) else {
+                Issue.record("an oversized message was not parked")
+                return
+            }
+            let parked = try await env.receive(1, from: ServiceName.inventory.deadLetterQueue)[0]
+            #expect(parked.headers["x-bazaar-reason"]?.string == "oversized")
+            #expect(try await env.count("inbox") == 0)
         }
     }
 
@@ -329,6 +396,9 @@ struct TestEnvironment: Sendable {
             ServiceTopology.topology(for: .inventory, handling: [EventKey(OrderPlaced.self)]))
         try await connection.purgeQueue(workQueue)
         try await connection.purgeQueue(ServiceName.inventory.deadLetterQueue)
+        for delay in ServiceTopology.retryDelays {
+            try await connection.purgeQueue(ServiceTopology.retryQueue(of: .inventory, delay: delay))
+        }
         work = try await connection.consume(queue: workQueue)
         self.logger = logger
     }
@@ -345,12 +415,12 @@ struct TestEnvironment: Sendable {
             configuration: .init(pollInterval: pollInterval), logger: logger)
     }
 
-    func consumer(_ register: (inout EventHandlers) -> Void) throws -> EventConsumer {
+    func consumer(maximumAttempts: Int = 5, _ register: (inout EventHandlers) -> Void) throws -> EventConsumer {
         var handlers = EventHandlers()
         register(&handlers)
         return try EventConsumer(
             service: .inventory, schema: schemaName, handlers: handlers, pool: pool, publisher: connection,
-            retryPause: .milliseconds(10), logger: logger)
+            policy: RetryPolicy(maximumAttempts: maximumAttempts, databasePauseInitial: .milliseconds(10)), logger: logger)
     }
 
     /// A queue of the test's own bound to `event`'s routing key.
