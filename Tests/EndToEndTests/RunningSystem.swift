@@ -112,6 +112,18 @@ final class RunningSystem: @unchecked Sendable {
         }
     }
 
+    /// Sends SIGTERM to the first instance of `service` and waits for it to exit: its exit status
+    /// and how long it took.
+    func terminate(_ service: Service) async -> (status: Int32, took: Duration) {
+        guard let process = processes.first(where: { $0.name.hasPrefix("\(service.rawValue)-1@") })?.process else {
+            return (-1, .zero)
+        }
+        let started = ContinuousClock.now
+        process.terminate()
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+        return (process.terminationStatus, ContinuousClock.now - started)
+    }
+
     func tearDown() async {
         for (_, process) in processes where process.isRunning { process.terminate() }
         for (_, process) in processes { process.waitUntilExit() }
