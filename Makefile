@@ -2,6 +2,7 @@
 #   make run    start the local stack (RabbitMQ + PostgreSQL as plain processes, data in .run/)
 #   make test   start the stack if needed, then build and run every test against it
 #   make stop   stop what `make run` / `make test` started
+#   make chaos  the chaos suite: faults injected under load, invariants checked (CHAOS_PROFILE=ci: short)
 # See README.md. Ports and credentials: scripts/stack.sh --help.
 
 SHELL := /usr/bin/env bash
@@ -15,7 +16,13 @@ VENV := .run/venv
 # disturb tests running beside them in other suites. The whole run takes seconds.
 SWIFT_TEST_FLAGS ?= --no-parallel
 
-.PHONY: help run stop status test build clean
+# The chaos suite's profile: full (10,000 orders) or ci (the short run CI does on every change).
+CHAOS_PROFILE ?= full
+# Release binaries built as the Dockerfile builds them (the container test shares this build).
+RELEASE_FLAGS := -c release --static-swift-stdlib --scratch-path .build-release
+SERVICE_NAMES := order inventory payment notification
+
+.PHONY: help run stop status test build clean chaos python-tools
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,20 +50,29 @@ status: ## Say what runs
 build: ## Build everything (debug)
 	swift build --build-tests
 
-test: ## Run all tests against a real RabbitMQ and PostgreSQL (starts the stack if needed)
+test: python-tools ## Run all tests against a real RabbitMQ and PostgreSQL (starts the stack if needed)
 	@$(STACK) up
-	@# Python validators from PyPI, in a virtual environment of our own (Debian's python3 refuses
-	@# pip installs): jsonschema for the event schemas; check-jsonschema (the Compose
-	@# specification), kubernetes-validate and PyYAML for the deployment files; pytest runs those.
+	@echo "==> building and running the tests (the first build takes a few minutes)"
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" swift test $(SWIFT_TEST_FLAGS)
+	@echo "==> checking the deployment files (compose, Kubernetes, the container's runtime libraries)"
+	$(VENV)/bin/python3 -m pytest -q -p no:cacheprovider Tests/Deploy
+
+chaos: python-tools ## The chaos suite: 2 instances per service, faults under load, invariants (CHAOS_PROFILE=ci|full)
+	@echo "==> building the four services (release, as the Dockerfile does; the first build takes a few minutes)"
+	@for s in $(SERVICE_NAMES); do swift build $(RELEASE_FLAGS) --product $$s-service; done
+	@# Its own stack (ports 5683/5443, data in .run/chaos): the faults never touch `make run`'s.
+	$(VENV)/bin/python3 Tests/Chaos/chaos.py --profile $(CHAOS_PROFILE) --bin-dir "$$(swift build $(RELEASE_FLAGS) --show-bin-path)"
+
+# Python tools from PyPI, in a virtual environment of our own (Debian's python3 refuses pip
+# installs): jsonschema for the event schemas; check-jsonschema (the Compose specification),
+# kubernetes-validate and PyYAML for the deployment files; pytest runs those.
+python-tools:
+	@$(STACK) packages
 	@[ -x $(VENV)/bin/python3 ] || python3 -m venv $(VENV)
 	@$(VENV)/bin/python3 -c 'import jsonschema, rfc3339_validator, yaml, kubernetes_validate, check_jsonschema, pytest' 2>/dev/null \
 	  || { echo "==> installing the Python test tools (PyPI) into $(VENV)"; \
 	       $(VENV)/bin/python3 -m pip install -q --disable-pip-version-check \
 	         jsonschema rfc3339-validator check-jsonschema kubernetes-validate pyyaml pytest; }
-	@echo "==> building and running the tests (the first build takes a few minutes)"
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" swift test $(SWIFT_TEST_FLAGS)
-	@echo "==> checking the deployment files (compose, Kubernetes, the container's runtime libraries)"
-	$(VENV)/bin/python3 -m pytest -q -p no:cacheprovider Tests/Deploy
 
 clean: ## Remove build output (not the stack's data: make stop, then rm -rf .run)
 	rm -rf .build

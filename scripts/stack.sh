@@ -6,6 +6,7 @@
 #   scripts/stack.sh down     stop what `up` started (and nothing else)
 #   scripts/stack.sh status   say what runs and where
 #   scripts/stack.sh env      print the connection settings (the content of .run/stack.env)
+#   scripts/stack.sh packages install the Debian packages the project needs, and nothing else
 #
 # Everything is configurable through the environment (defaults in brackets):
 #   BAZAAR_RUN_DIR        where data, logs and pid files live        [<repo>/.run]
@@ -261,7 +262,7 @@ check_answers() {
   say "PostgreSQL $version answers at postgres://127.0.0.1:$pg_port/bazaar"
 }
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 case "${1:-}" in
   up)
@@ -282,6 +283,7 @@ case "${1:-}" in
     if [ -e "$pg_dir" ] && pg_running; then say "PostgreSQL runs: postgres://127.0.0.1:$pg_port/bazaar"; else say "PostgreSQL: not running"; fi
     ;;
   env) stack_env ;;
+  packages) install_missing_packages ;;
   -h|--help|help) usage ;;
   *) usage >&2; exit 2 ;;
 esac
