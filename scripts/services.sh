@@ -97,8 +97,9 @@ stop() {
     pid=$(cat "$(pid_file "$s")")
     say "stopping $s (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -0 "$pid" 2>/dev/null && { say "$s did not stop within 10 s: killing it"; kill -KILL "$pid" 2>/dev/null || true; }
+    # A service has SHUTDOWN_TIMEOUT_SECONDS (10) to finish its work, and 5 s more to cancel the rest.
+    for i in $(seq 1 80); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -0 "$pid" 2>/dev/null && { say "$s did not stop within 20 s: killing it"; kill -KILL "$pid" 2>/dev/null || true; }
     rm -f "$(pid_file "$s")"
   done
 }
