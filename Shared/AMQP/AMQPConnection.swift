@@ -32,6 +32,10 @@ public final class AMQPConnection: Sendable {
         return AMQPConnection(loop: loop)
     }
 
+    /// The user this connection logged in as: the broker checks that a message's `user-id`
+    /// property, if set, is this user, so consumers can trust it as the publisher's identity.
+    public var user: String { loop.configuration.user }
+
     /// Connected, reconnecting (and why), or closed.
     public var status: ConnectionStatus { loop.status.withLock { $0 } }
 

@@ -50,6 +50,7 @@ public struct EventConsumer: Sendable {
     private let pool: PostgresPool
     private let publisher: AMQPConnection
     private let policy: RetryPolicy
+    private let publisherUsers: PublisherUsers
     private let faults: FaultInjection
     private let logger: Logger
 
@@ -57,9 +58,11 @@ public struct EventConsumer: Sendable {
     ///   - publisher: where retries and dead letters are published (a service publishes on one
     ///     connection and consumes on another, so broker back-pressure on publishing never
     ///     blocks acks).
+    ///   - publisherUsers: the broker user expected to publish each service's events.
     public init(
         service: ServiceName, schema: String, handlers: EventHandlers, pool: PostgresPool, publisher: AMQPConnection,
-        policy: RetryPolicy = RetryPolicy(), faults: FaultInjection = .none, logger: Logger
+        policy: RetryPolicy = RetryPolicy(), publisherUsers: PublisherUsers = .serviceNames,
+        faults: FaultInjection = .none, logger: Logger
     ) throws {
         self.service = service
         outbox = try Outbox(schema: schema)
@@ -68,6 +71,7 @@ public struct EventConsumer: Sendable {
         self.pool = pool
         self.publisher = publisher
         self.policy = policy
+        self.publisherUsers = publisherUsers
         self.faults = faults
         var logger = logger
         logger[metadataKey: "component"] = "consumer"
@@ -95,7 +99,7 @@ public struct EventConsumer: Sendable {
             }
             let body = Data(delivery.body)
             header = try decodeHeader(body)
-            try checkProvenance(header!, origin: try RetryState(delivery, service: service).origin)
+            try checkProvenance(header!, origin: try retryState(of: delivery).origin)
             outcome = try await applyWhenTheDatabaseAnswers(body, header: header!) ? .applied : .duplicate
             faults.maybeCrash(at: .consumerBeforeAck)
             // The effect is committed. If the ack can't be sent (the channel closed meanwhile),
@@ -125,10 +129,20 @@ public struct EventConsumer: Sendable {
         }
     }
 
+    private func retryState(of delivery: AMQPDelivery) throws(PoisonMessage) -> RetryState {
+        try RetryState(delivery, service: service, ownUser: publisher.user)
+    }
+
     /// Trusts what the broker vouches for, not what the payload claims: each service publishes
-    /// only to its own exchange, so an envelope whose `source` (or event type) belongs to another
-    /// exchange than the one it arrived on is forged or misrouted, and is parked.
+    /// only to its own exchange, as its own broker user (the `user-id` the broker checked), so an
+    /// envelope whose `source` (or event type) doesn't match the exchange it arrived on or the
+    /// user who published it is forged or misrouted, and is parked.
     private func checkProvenance(_ header: EnvelopeHeader, origin: RetryState.Origin) throws {
+        let expectedUser = publisherUsers.user(of: header.source)
+        guard origin.userId == expectedUser else {
+            throw PoisonMessage.untrustedSource(
+                "\(header.type) claims to come from \(header.source) but was published by \(origin.userId.map { "user \($0)" } ?? "an unnamed user"), not \(expectedUser)")
+        }
         guard header.source.exchange == origin.exchange else {
             throw PoisonMessage.untrustedSource(
                 "\(header.type) claims to come from \(header.source) but arrived on the \(origin.exchange) exchange")
@@ -182,7 +196,7 @@ public struct EventConsumer: Sendable {
     /// it has had all its attempts.
     private func retryLater(_ delivery: AMQPDelivery, error: any Error) async -> Outcome {
         // It decoded before the handler ran, or the delivery would have been parked.
-        guard let state = try? RetryState(delivery, service: service) else {
+        guard let state = try? retryState(of: delivery) else {
             return await park(delivery, reason: "untrusted_source", error: "\(error)")
         }
         let attempt = state.attempts + 1
@@ -192,14 +206,17 @@ public struct EventConsumer: Sendable {
         let delay = policy.delay(afterFailure: attempt)
         let copy = OutgoingMessage(
             exchange: service.retryExchange, routingKey: ServiceTopology.retryQueue(of: service, delay: delay),
-            body: delivery.body, properties: state.properties(afterFailure: attempt, error: "\(error)"))
+            body: delivery.body, properties: state.properties(afterFailure: attempt, error: "\(error)", ownUser: publisher.user))
         return await forward(delivery, as: copy, outcome: .retryScheduled(attempt: attempt, delay: delay))
     }
 
     /// Parks a delivery in the service's dead-letter queue, saying why in its headers.
     private func park(_ delivery: AMQPDelivery, reason: String, error: String, failedAttempts: Int? = nil) async -> Outcome {
-        let state = try? RetryState(delivery, service: service)
-        var properties = state?.properties(afterFailure: failedAttempts, error: error) ?? delivery.properties
+        let state = try? retryState(of: delivery)
+        var properties = state?.properties(afterFailure: failedAttempts, error: error, ownUser: publisher.user) ?? delivery.properties
+        // Published by this service: the broker accepts no other `user-id` from its connection.
+        properties.userId = publisher.user
+        if state == nil, let userId = delivery.properties.userId { properties.headers["x-bazaar-original-user-id"] = .string(userId) }
         properties.headers["x-bazaar-reason"] = .string(reason)
         properties.headers["x-bazaar-error"] = .string(String(error.prefix(1000)))
         properties.headers["x-bazaar-service"] = .string(service.rawValue)

@@ -146,7 +146,7 @@ public final class OutboxRelay: Sendable {
             let pending = try rows.map(PendingEvent.init)
             let faults = configuration.faults
             faults.maybeCrash(at: .relayBeforePublish)
-            let messages = pending.map { $0.message(from: service) }
+            let messages = pending.map { $0.message(from: service, as: publisher.user) }
             // Injected duplicates go out after the batch, and only the batch's outcomes count.
             let duplicates = faults.duplicateShare > 0 ? messages.filter { _ in faults.shouldDuplicate() } : []
             let outcomes = await publisher.publish(
@@ -249,13 +249,15 @@ struct PendingEvent {
     }
 
     /// The AMQP message: the envelope as body, its identity in the properties so the broker's
-    /// tools (and consumers that only look at properties) can see what it is.
+    /// tools (and consumers that only look at properties) can see what it is. `user-id` is the
+    /// broker user publishing it: the broker refuses a message whose `user-id` is not the
+    /// connection's user, so consumers can trust it to say which service sent the event.
     ///
     /// `mandatory` is set for events that have consumers: if no queue is bound yet (a consumer
     /// not started yet), the broker returns the message and the relay retries it rather than lose
     /// it. Events nobody consumes (yet) are published without it: a consumer that binds later does
     /// not receive the ones published before (replaying the outbox to it is still to come).
-    func message(from service: ServiceName) -> OutgoingMessage {
+    func message(from service: ServiceName, as user: String) -> OutgoingMessage {
         var headers = self.headers.mapValues(AMQPFieldValue.string)
         if let causationId { headers["x-causation-id"] = .string(causationId.uuidString.lowercased()) }
         let consumed = EventCatalogue.event(type: type, version: version).map { !EventCatalogue.consumers(of: $0).isEmpty }
@@ -264,7 +266,7 @@ struct PendingEvent {
             properties: AMQPProperties(
                 contentType: "application/json", headers: headers, persistent: true,
                 correlationId: correlationId.uuidString.lowercased(), messageId: eventId.uuidString.lowercased(),
-                timestamp: createdAt, type: type, appId: service.rawValue),
+                timestamp: createdAt, type: type, userId: user, appId: service.rawValue),
             mandatory: consumed ?? true)
     }
 }

@@ -38,42 +38,52 @@ struct RetryState {
     struct Origin {
         var exchange: String
         var routingKey: String
+        /// The broker-validated `user-id` of the first publisher.
+        var userId: String?
     }
 
-    /// Where the message was first published. A message back from a retry queue arrives through
-    /// the service's retry exchange; its headers say where it came from, and are trusted because
-    /// only the service itself may publish to its retry exchange.
+    /// Where the message was first published, and by whom. A message back from a retry queue
+    /// arrives through the service's retry exchange, published by the service itself (its
+    /// `user-id` says so, and only the service may publish there); its headers say where it came
+    /// from, and are trusted for that reason.
     let origin: Origin
     /// Failed attempts so far.
     let attempts: Int
     let firstFailureAt: Date?
     private let properties: AMQPProperties
 
-    init(_ delivery: AMQPDelivery, service: ServiceName) throws(PoisonMessage) {
+    /// - Parameter ownUser: the broker user this service publishes its retries as.
+    init(_ delivery: AMQPDelivery, service: ServiceName, ownUser: String) throws(PoisonMessage) {
         properties = delivery.properties
         let headers = delivery.properties.headers
         guard delivery.exchange == service.retryExchange else {
-            origin = Origin(exchange: delivery.exchange, routingKey: delivery.routingKey)
+            origin = Origin(exchange: delivery.exchange, routingKey: delivery.routingKey, userId: delivery.properties.userId)
             attempts = 0
             firstFailureAt = nil
             return
+        }
+        guard delivery.properties.userId == ownUser else {
+            throw .untrustedSource(
+                "a message on the retry exchange published by \(delivery.properties.userId ?? "an unnamed user"), not by \(ownUser)")
         }
         guard let exchange = headers["x-bazaar-original-exchange"]?.string,
             let routingKey = headers["x-bazaar-original-routing-key"]?.string
         else {
             throw .untrustedSource("a message from the retry exchange without its original exchange and routing key")
         }
-        origin = Origin(exchange: exchange, routingKey: routingKey)
+        origin = Origin(exchange: exchange, routingKey: routingKey, userId: headers["x-bazaar-original-user-id"]?.string)
         attempts = Int(headers["x-bazaar-attempts"]?.int ?? 0)
         if case .timestamp(let date) = headers["x-bazaar-first-failure-at"] { firstFailureAt = date } else { firstFailureAt = nil }
     }
 
-    /// The delivery's properties for its copy after a failure: where it came from and, when the
-    /// handler failed (`attempt` given), how often and when.
-    func properties(afterFailure attempt: Int?, error: String) -> AMQPProperties {
+    /// The delivery's properties for its copy after a failure, published as `ownUser`: where it
+    /// came from and who sent it and, when the handler failed (`attempt` given), how often and when.
+    func properties(afterFailure attempt: Int?, error: String, ownUser: String) -> AMQPProperties {
         var properties = self.properties
+        properties.userId = ownUser
         properties.headers["x-bazaar-original-exchange"] = .string(origin.exchange)
         properties.headers["x-bazaar-original-routing-key"] = .string(origin.routingKey)
+        properties.headers["x-bazaar-original-user-id"] = origin.userId.map { .string($0) }
         properties.headers["x-bazaar-error"] = .string(String(error.prefix(1000)))
         if let attempt {
             let now = Date()

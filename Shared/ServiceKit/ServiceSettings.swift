@@ -47,6 +47,10 @@ public struct ServiceSettings: Sendable {
     /// `SHUTDOWN_TIMEOUT_SECONDS`: on SIGTERM or SIGINT, how long in-flight requests, handlers and
     /// the relay's last batch may take before they are cancelled. Default 10.
     public var shutdownTimeout: Duration
+    /// `AMQP_PUBLISHER_USERS`: the broker user of each service, as `order=order,payment=…`; a
+    /// consumer parks an event whose broker-checked `user-id` is not its producer's. Default: each
+    /// service's own name (the users the deployment definitions and the local stack create).
+    public var publisherUsers: PublisherUsers
     /// `BAZAAR_FAULTS`: crashes and duplicates on purpose, for the chaos suite only (see
     /// `FaultInjection`). Default none.
     public var faults: FaultInjection
@@ -55,7 +59,7 @@ public struct ServiceSettings: Sendable {
     public static let environmentKeys = [
         "HTTP_HOST", "HTTP_PORT", "AMQP_URL", "DATABASE_URL", "DATABASE_SCHEMA", "DATABASE_POOL_SIZE", "AMQP_PREFETCH", "CONSUMERS",
         "INSTANCE_NAME", "LOG_LEVEL", "LOG_FORMAT", "OUTBOX_POLL_INTERVAL_MS", "OUTBOX_RETENTION_HOURS", "AMQP_DECLARE_TOPOLOGY",
-        "RETRY_MAX_ATTEMPTS", "SHUTDOWN_TIMEOUT_SECONDS",
+        "RETRY_MAX_ATTEMPTS", "SHUTDOWN_TIMEOUT_SECONDS", "AMQP_PUBLISHER_USERS",
     ]
 
     public init(service: ServiceName, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
@@ -96,6 +100,11 @@ public struct ServiceSettings: Sendable {
         }
         retryMaxAttempts = try integer("RETRY_MAX_ATTEMPTS", default: 5, in: 1...100)
         shutdownTimeout = .seconds(try integer("SHUTDOWN_TIMEOUT_SECONDS", default: 10, in: 1...3600))
+        do {
+            publisherUsers = try PublisherUsers(parsing: value("AMQP_PUBLISHER_USERS"))
+        } catch {
+            throw SettingsError(key: "AMQP_PUBLISHER_USERS", value: error.item, expected: "service=user pairs")
+        }
         do {
             faults = try FaultInjection(parsing: value(FaultInjection.environmentKey))
         } catch {

@@ -52,7 +52,7 @@ struct CLITests {
             try await connection.publish(
                 OutgoingMessage(
                     exchange: "payments", routingKey: "payment.declined.v1", body: Array(event.utf8),
-                    properties: AMQPProperties(messageId: "replay-me", type: "PaymentDeclined")))
+                    properties: AMQPProperties(messageId: "replay-me", type: "PaymentDeclined", userId: connection.user)))
             try await Shop(system).eventually { try await connection.queueStatus("order.dlq").messages == 1 }
             await connection.close()
 

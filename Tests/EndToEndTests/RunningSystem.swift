@@ -71,6 +71,10 @@ final class RunningSystem: @unchecked Sendable {
         process.executableURL = executable
         var environment = ProcessInfo.processInfo.environment
         environment["AMQP_URL"] = amqpURLOverride ?? vhost.amqpURL
+        // Every service logs in as the admin of the throw-away virtual host, so that is the user
+        // each one's events carry (the broker-user checks themselves: LocalStackTests, DeployTests).
+        let user = URLComponents(string: vhost.amqpURL)?.user ?? "bazaar"
+        environment["AMQP_PUBLISHER_USERS"] = Service.allCases.map { "\($0.rawValue)=\(user)" }.joined(separator: ",")
         environment["DATABASE_URL"] = try StackEnvironment.databaseURL
         environment["DATABASE_SCHEMA"] = schema(service)
         environment["HTTP_PORT"] = "\(port)"

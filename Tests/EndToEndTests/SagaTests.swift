@@ -113,7 +113,7 @@ struct SagaTests {
                         exchange: exchange, routingKey: routingKey, body: Array(try row.decode(String.self, column: "payload").utf8),
                         properties: AMQPProperties(
                             contentType: "application/json", messageId: try row.decode(UUID.self, column: "event_id").uuidString.lowercased(),
-                            type: type)))
+                            type: type, userId: connection.user)))
             }
             await connection.close()
             // Every copy reaches its consumer, is found in the inbox, and is acked without effect.

@@ -11,6 +11,8 @@ struct ShutdownTests {
             let shop = Shop(system)
             try await shop.product("MUG-01", price: 1250, stock: 1000)
             try await shop.account("alice", balance: 1_000_000)
+            // The order service knows the product once its catalogue copy has it: one order first.
+            try await shop.eventually { try await shop.place("alice", ["MUG-01": 1]).0 == 202 }
 
             // Orders in flight when the signal arrives: each either answered 202 or refused (the
             // server stopped listening), never left half done.
@@ -26,7 +28,7 @@ struct ShutdownTests {
                     return await group.reduce(into: [String]()) { ids, id in if let id { ids.append(id) } }
                 }
             }
-            try await Task.sleep(for: .milliseconds(100))
+            try await Task.sleep(for: .milliseconds(150))
             let (status, took) = await system.terminate(.order)
             let accepted = await placing.value
 

@@ -321,6 +321,30 @@ final class RuntimeIntegrationTests {
         }
     }
 
+    /// The broker checks `user-id` against the publishing connection's user; the consumer checks
+    /// it against the event's producer. An event published by anyone else changes nothing.
+    @Test func anEventNotPublishedByItsProducersBrokerUserIsParkedAsUntrusted() async throws {
+        try await withEnvironment { env in
+            let consumer = try env.consumer(publisherUsers: try PublisherUsers(parsing: "order=order")) { handlers in
+                handlers.on(OrderPlaced.self) { envelope, context in
+                    try context.transaction.execute(
+                        "INSERT INTO \(env.schemaName).effects (order_id) VALUES ($1)", envelope.data.orderId)
+                }
+            }
+            let body = Array(try EventJSON.encode(Self.orderPlaced()))
+            for delivery in [try await env.deliver(raw: body), try await env.deliver(raw: body, stampUser: false)] {
+                guard case .deadLettered(let reason) = await consumer.handle(delivery) else {
+                    Issue.record("an event from user \(delivery.properties.userId ?? "none") was not parked")
+                    continue
+                }
+                #expect(reason.hasPrefix("untrusted_source"))
+            }
+            let parked = try await env.receive(2, from: ServiceName.inventory.deadLetterQueue)
+            #expect(parked.map { $0.headers["x-bazaar-reason"]?.string } == ["untrusted_source", "untrusted_source"])
+            #expect(try await env.count("effects") == 0)
+        }
+    }
+
     @Test func anOversizedMessageIsParkedUnread() async throws {
         try await withEnvironment { env in
             let consumer = try env.consumer { handlers in handlers.on(OrderPlaced.self) { _, _ in } }
@@ -415,12 +439,15 @@ struct TestEnvironment: Sendable {
             configuration: .init(pollInterval: pollInterval), logger: logger)
     }
 
-    func consumer(maximumAttempts: Int = 5, _ register: (inout EventHandlers) -> Void) throws -> EventConsumer {
+    func consumer(
+        maximumAttempts: Int = 5, publisherUsers: PublisherUsers? = nil, _ register: (inout EventHandlers) -> Void
+    ) throws -> EventConsumer {
         var handlers = EventHandlers()
         register(&handlers)
         return try EventConsumer(
             service: .inventory, schema: schemaName, handlers: handlers, pool: pool, publisher: connection,
-            policy: RetryPolicy(maximumAttempts: maximumAttempts, databasePauseInitial: .milliseconds(10)), logger: logger)
+            policy: RetryPolicy(maximumAttempts: maximumAttempts, databasePauseInitial: .milliseconds(10)),
+            publisherUsers: publisherUsers ?? .everyone(connection.user), logger: logger)
     }
 
     /// A queue of the test's own bound to `event`'s routing key.
@@ -438,8 +465,16 @@ struct TestEnvironment: Sendable {
         try await deliver(raw: Array(try EventJSON.encode(envelope)), routingKey: Event.routingKey)
     }
 
-    func deliver(raw body: [UInt8], routingKey: String = OrderPlaced.routingKey) async throws -> AMQPDelivery {
-        try await connection.publish(OutgoingMessage(exchange: "orders", routingKey: routingKey, body: body))
+    /// Publishes `body` to the orders exchange as the test's broker user (the `user-id` the
+    /// consumer expects), and returns it as the consumer gets it.
+    /// (`stampUser: false` publishes without a `user-id`.)
+    func deliver(raw body: [UInt8], routingKey: String = OrderPlaced.routingKey, userId: String? = nil, stampUser: Bool = true)
+        async throws -> AMQPDelivery
+    {
+        try await connection.publish(
+            OutgoingMessage(
+                exchange: "orders", routingKey: routingKey, body: body,
+                properties: AMQPProperties(userId: stampUser ? userId ?? connection.user : nil)))
         return try await nextWork()
     }
 

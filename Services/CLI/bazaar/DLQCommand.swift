@@ -86,6 +86,9 @@ struct DLQCommand: AsyncParsableCommand {
                         continue
                     }
                     var properties = delivery.properties
+                    // The parked copy was published by the consumer; the event's own publisher is
+                    // what its consumers check (the admin may set it: RabbitMQ's impersonator tag).
+                    if let publisher = properties.headers["x-bazaar-original-user-id"]?.string { properties.userId = publisher }
                     properties.headers = properties.headers.filter { !$0.key.hasPrefix("x-bazaar-") && !$0.key.hasPrefix("x-death") && !$0.key.hasPrefix("x-first-death") && !$0.key.hasPrefix("x-last-death") }
                     properties.headers["x-replayed-from"] = .string(queue)
                     try await connection.publish(
