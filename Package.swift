@@ -29,6 +29,8 @@ let package = Package(
         // The bazaar command-line tool: argument parsing, and latency percentiles for `bazaar load`.
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        // Bearer tokens (JWT) for the HTTP APIs: signing and verifying is not something to hand-roll.
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
     ],
     targets: [
         // C bindings: librabbitmq and libpq from Debian's -dev packages, and the one C function
@@ -60,13 +62,15 @@ let package = Package(
             dependencies: ["AMQP", "Postgres", "Contracts", .product(name: "Logging", package: "swift-log")],
             path: "Shared/EventRuntime"),
 
+        // Bearer tokens of the HTTP APIs: issued by the CLI (and the local stack), verified by services.
+        .target(name: "Auth", dependencies: [.product(name: "JWTKit", package: "jwt-kit")], path: "Shared/Auth"),
         // What every service shares around its own code: configuration from the environment,
         // problem+json errors, health endpoints, and the start-up that wires database, broker,
         // relay, consumer and HTTP server together with graceful shutdown.
         .target(
             name: "ServiceKit",
             dependencies: [
-                "EventRuntime", "AMQP", "Postgres", "Contracts",
+                "EventRuntime", "AMQP", "Postgres", "Contracts", "Auth",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -97,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "BazaarCLI",
             dependencies: [
-                "AMQP", "Postgres", "Contracts",
+                "AMQP", "Postgres", "Contracts", "Auth",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -120,7 +124,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "TestSupport", "Contracts", "AMQP", "Postgres",
+                "TestSupport", "Contracts", "AMQP", "Postgres", "Auth",
                 // Built for their executables, which the tests start as real processes.
                 "OrderMain", "InventoryMain", "PaymentMain", "NotificationMain", "BazaarCLI",
             ],
@@ -129,7 +133,7 @@ let package = Package(
             name: "DeployTests",
             dependencies: ["TestSupport", "AMQP", "Postgres", "Contracts", "EventRuntime", "OrderService", "PaymentService"],
             path: "Tests/DeployTests"),
-        .testTarget(name: "LocalStackTests", dependencies: ["TestSupport"], path: "Tests/LocalStackTests"),
+        .testTarget(name: "LocalStackTests", dependencies: ["TestSupport", "AMQP", "Postgres"], path: "Tests/LocalStackTests"),
         .testTarget(
             name: "PostgresTests", dependencies: ["Postgres", "TestSupport"], path: "Tests/PostgresTests",
             resources: [.copy("Fixtures")]),

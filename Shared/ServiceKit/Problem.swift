@@ -12,17 +12,23 @@ public struct Problem: Error, HTTPResponseError, Sendable, Equatable {
     public var detail: String
     /// A URI naming the kind of problem; `about:blank` means "see the status".
     public var type: String
+    /// Headers the status calls for, such as `WWW-Authenticate` with a 401.
+    public var headers: HTTPFields
 
-    public init(_ status: HTTPResponse.Status, _ detail: String, type: String = "about:blank") {
+    public init(_ status: HTTPResponse.Status, _ detail: String, type: String = "about:blank", headers: HTTPFields = [:]) {
         self.status = status
         self.detail = detail
         self.type = type
+        self.headers = headers
     }
 
     public static func badRequest(_ detail: String) -> Problem { Problem(.badRequest, detail) }
     public static func notFound(_ detail: String) -> Problem { Problem(.notFound, detail) }
     public static func conflict(_ detail: String) -> Problem { Problem(.conflict, detail) }
     public static func unprocessable(_ detail: String) -> Problem { Problem(.unprocessableContent, detail) }
+    public static func unauthorized(_ detail: String) -> Problem {
+        Problem(.unauthorized, detail, headers: [.wwwAuthenticate: #"Bearer realm="bazaar""#])
+    }
 
     private struct Body: Encodable {
         var type: String
@@ -33,8 +39,10 @@ public struct Problem: Error, HTTPResponseError, Sendable, Equatable {
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         let body = try JSONEncoder().encode(Body(type: type, title: status.reasonPhrase, status: status.code, detail: detail))
+        var headers = self.headers
+        headers[.contentType] = "application/problem+json"
         return Response(
-            status: status, headers: [.contentType: "application/problem+json"],
+            status: status, headers: headers,
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 }
@@ -62,5 +70,29 @@ public struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             return try Problem(.internalServerError, "an unexpected error occurred; it has been logged")
                 .response(from: request, context: context)
         }
+    }
+}
+
+/// Refuses request bodies over `limit` bytes with 413, before any route reads them: a declared
+/// `Content-Length` is refused at once, a chunked body once it grows past the limit.
+public struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
+    public let limit: Int
+
+    public init(limit: Int) {
+        self.limit = limit
+    }
+
+    public func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        let tooLarge = Problem(.contentTooLarge, "the request body is larger than \(limit) bytes")
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit { throw tooLarge }
+        var request = request
+        do {
+            _ = try await request.collectBody(upTo: limit)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw tooLarge
+        }
+        return try await next(request, context)
     }
 }

@@ -1,4 +1,5 @@
 import AMQP
+import Auth
 import Contracts
 import EventRuntime
 import Foundation
@@ -38,6 +39,8 @@ public struct ServiceDependencies: Sendable {
     public let pool: PostgresPool
     public let outbox: Outbox
     public let logger: Logger
+    /// Who calls, from the request's bearer token.
+    public let authenticator: Authenticator
     let publisher: AMQPConnection
     let consumer: AMQPConnection
 }
@@ -64,6 +67,8 @@ public enum ServiceHost {
     ) async throws {
         let router = Router(context: BasicRequestContext.self)
         router.middlewares.add(ProblemMiddleware())
+        // No request of these APIs comes near it (an order of 100 lines is ~5 KiB).
+        router.middlewares.add(BodyLimitMiddleware(limit: 64 * 1024))
         addHealthRoutes(to: router, dependencies)
         definition.routes(router, dependencies)
 
@@ -142,6 +147,7 @@ public enum ServiceHost {
         }
         return ServiceDependencies(
             settings: settings, pool: pool, outbox: try Outbox(schema: settings.schema), logger: logger,
+            authenticator: Authenticator(authority: try await TokenAuthority(secret: settings.authSecret)),
             publisher: publisher, consumer: consumer)
     }
 

@@ -63,6 +63,7 @@ public enum ServiceMain {
               RETRY_MAX_ATTEMPTS        handler tries before an event is parked [5]
               SHUTDOWN_TIMEOUT_SECONDS  time to finish work on SIGTERM/SIGINT   [10]
               AMQP_PUBLISHER_USERS      broker user of each service, s=user,…   [each service's name]
+              AUTH_JWT_SECRET           key of the API's bearer tokens (HS256)  [required, ≥ 32 bytes]
             \(extra)
             A failing handler is retried after 1 s, 5 s, then every 30 s, and then parked in `\(service.deadLetterQueue)`.
             Health: GET /health/live, GET /health/ready. Stops gracefully on SIGTERM or SIGINT: no new requests

@@ -1,3 +1,4 @@
+import Auth
 import Contracts
 import EventRuntime
 import Foundation
@@ -47,6 +48,9 @@ public struct ServiceSettings: Sendable {
     /// `SHUTDOWN_TIMEOUT_SECONDS`: on SIGTERM or SIGINT, how long in-flight requests, handlers and
     /// the relay's last batch may take before they are cancelled. Default 10.
     public var shutdownTimeout: Duration
+    /// `AUTH_JWT_SECRET`: the HMAC-SHA256 key that signs the APIs' bearer tokens, at least 32
+    /// bytes; required (the local stack makes one: `.run/stack.env`).
+    public var authSecret: String
     /// `AMQP_PUBLISHER_USERS`: the broker user of each service, as `order=order,payment=…`; a
     /// consumer parks an event whose broker-checked `user-id` is not its producer's. Default: each
     /// service's own name (the users the deployment definitions and the local stack create).
@@ -59,7 +63,7 @@ public struct ServiceSettings: Sendable {
     public static let environmentKeys = [
         "HTTP_HOST", "HTTP_PORT", "AMQP_URL", "DATABASE_URL", "DATABASE_SCHEMA", "DATABASE_POOL_SIZE", "AMQP_PREFETCH", "CONSUMERS",
         "INSTANCE_NAME", "LOG_LEVEL", "LOG_FORMAT", "OUTBOX_POLL_INTERVAL_MS", "OUTBOX_RETENTION_HOURS", "AMQP_DECLARE_TOPOLOGY",
-        "RETRY_MAX_ATTEMPTS", "SHUTDOWN_TIMEOUT_SECONDS", "AMQP_PUBLISHER_USERS",
+        "RETRY_MAX_ATTEMPTS", "SHUTDOWN_TIMEOUT_SECONDS", "AMQP_PUBLISHER_USERS", "AUTH_JWT_SECRET",
     ]
 
     public init(service: ServiceName, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
@@ -100,6 +104,12 @@ public struct ServiceSettings: Sendable {
         }
         retryMaxAttempts = try integer("RETRY_MAX_ATTEMPTS", default: 5, in: 1...100)
         shutdownTimeout = .seconds(try integer("SHUTDOWN_TIMEOUT_SECONDS", default: 10, in: 1...3600))
+        guard let secret = value("AUTH_JWT_SECRET"), secret.utf8.count >= TokenAuthority.minimumSecretBytes else {
+            throw SettingsError(
+                key: "AUTH_JWT_SECRET", value: value("AUTH_JWT_SECRET") == nil ? "(not set)" : "(\(value("AUTH_JWT_SECRET")!.utf8.count) bytes)",
+                expected: "a secret of at least \(TokenAuthority.minimumSecretBytes) bytes that signs the API's bearer tokens")
+        }
+        authSecret = secret
         do {
             publisherUsers = try PublisherUsers(parsing: value("AMQP_PUBLISHER_USERS"))
         } catch {

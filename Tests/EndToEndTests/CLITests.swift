@@ -147,6 +147,7 @@ struct CLITests {
         if let system {
             environment["AMQP_URL"] = system.vhost.amqpURL
             environment["DATABASE_URL"] = try StackEnvironment.databaseURL
+            environment["AUTH_JWT_SECRET"] = TestTokens.secret
             for service in RunningSystem.Service.allCases {
                 environment["\(service.rawValue.uppercased())_URL"] = system.url(service)
                 environment["\(service.rawValue.uppercased())_SCHEMA"] = system.schema(service)

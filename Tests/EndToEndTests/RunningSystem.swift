@@ -1,4 +1,5 @@
 import AMQP
+import Auth
 import Foundation
 import Logging
 import Postgres
@@ -80,6 +81,7 @@ final class RunningSystem: @unchecked Sendable {
         environment["HTTP_PORT"] = "\(port)"
         environment["INSTANCE_NAME"] = "\(service.rawValue)-\(instance)-\(suffix)"
         environment["OUTBOX_POLL_INTERVAL_MS"] = "200"
+        environment["AUTH_JWT_SECRET"] = TestTokens.secret
         environment.merge(extraEnvironment) { $1 }
         process.environment = environment
         let log = logDirectory.appendingPathComponent("\(service.rawValue)-\(instance).log")
@@ -181,36 +183,64 @@ func withSystem(
     await system.tearDown()
 }
 
-/// Just enough HTTP for the tests: JSON in, status and JSON out.
+/// The bearer tokens of the tests: signed with a secret made for this test run, which every
+/// service the tests start is given.
+enum TestTokens {
+    static let secret = (0..<4).map { _ in UUID().uuidString.replacingOccurrences(of: "-", with: "") }.joined()
+    private static let authority = Task { try await TokenAuthority(secret: secret) }
+
+    static func token(for caller: Caller) async throws -> String {
+        try await authority.value.issue(for: caller)
+    }
+}
+
+/// Who a test request speaks for.
+enum Bearer: Sendable {
+    case admin
+    case customer(String)
+    /// No Authorization header at all.
+    case none
+    /// Exactly this header value after "Bearer " (a forged or expired token).
+    case raw(String)
+}
+
+/// Just enough HTTP for the tests: JSON in, status and JSON out; as admin unless told otherwise.
 enum HTTP {
-    static func get(_ url: String) async throws -> (Int, Any?) {
-        try await send("GET", url, body: nil)
+    static func get(_ url: String, as bearer: Bearer = .admin) async throws -> (Int, Any?) {
+        try await send("GET", url, body: nil, as: bearer)
     }
 
-    static func post(_ url: String, json: Any?, headers: [String: String] = [:]) async throws -> (Int, Any?) {
-        try await send("POST", url, body: json.map { try JSONSerialization.data(withJSONObject: $0) }, headers: headers)
+    static func post(_ url: String, json: Any?, headers: [String: String] = [:], as bearer: Bearer = .admin) async throws -> (Int, Any?) {
+        try await send("POST", url, body: json.map { try JSONSerialization.data(withJSONObject: $0) }, headers: headers, as: bearer)
     }
 
-    static func put(_ url: String, json: Any) async throws -> (Int, Any?) {
-        try await send("PUT", url, body: try JSONSerialization.data(withJSONObject: json))
+    static func put(_ url: String, json: Any, as bearer: Bearer = .admin) async throws -> (Int, Any?) {
+        try await send("PUT", url, body: try JSONSerialization.data(withJSONObject: json), as: bearer)
     }
 
     /// Sends raw bytes (for malformed bodies); returns status, content type and parsed JSON.
     static func send(
-        _ method: String, _ url: String, body: Data?, headers: [String: String] = [:]
+        _ method: String, _ url: String, body: Data?, headers: [String: String] = [:], as bearer: Bearer = .admin
     ) async throws -> (Int, Any?) {
-        let (status, _, json) = try await exchange(method, url, body: body, headers: headers)
+        let (status, _, json) = try await exchange(method, url, body: body, headers: headers, as: bearer)
         return (status, json)
     }
 
     static func exchange(
-        _ method: String, _ url: String, body: Data?, headers: [String: String] = [:]
+        _ method: String, _ url: String, body: Data?, headers: [String: String] = [:], as bearer: Bearer = .admin
     ) async throws -> (status: Int, contentType: String?, json: Any?) {
         var request = URLRequest(url: URL(string: url)!)
         request.httpMethod = method
         request.httpBody = body
         request.timeoutInterval = 10
         if body != nil { request.setValue("application/json", forHTTPHeaderField: "Content-Type") }
+        switch bearer {
+        case .admin: request.setValue("Bearer \(try await TestTokens.token(for: .admin))", forHTTPHeaderField: "Authorization")
+        case .customer(let id):
+            request.setValue("Bearer \(try await TestTokens.token(for: .customer(id)))", forHTTPHeaderField: "Authorization")
+        case .raw(let token): request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+        case .none: break
+        }
         for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
         let (data, response) = try await URLSession.shared.data(for: request)
         let http = response as! HTTPURLResponse

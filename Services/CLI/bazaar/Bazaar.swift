@@ -12,7 +12,9 @@ struct Bazaar: AsyncParsableCommand {
             PAYMENT_URL, NOTIFICATION_URL) or, failing that, the .run/stack.env that `make run` writes \
             (in BAZAAR_RUN_DIR, or in this folder or a parent).
             """,
-        subcommands: [OrderCommand.self, LoadCommand.self, DLQCommand.self, StackCommand.self, DocsCommand.self])
+        subcommands: [
+            OrderCommand.self, LoadCommand.self, DLQCommand.self, TokenCommand.self, StackCommand.self, DocsCommand.self,
+        ])
 
 }
 

@@ -1,3 +1,4 @@
+import Auth
 import Contracts
 import Foundation
 import Logging
@@ -45,6 +46,31 @@ struct BazaarEnvironment: Sendable {
 
     var amqpURL: String { values["AMQP_URL"] ?? "amqp://bazaar:bazaar@127.0.0.1:5673/%2f" }
     var databaseURL: String { values["DATABASE_URL"] ?? "postgres://bazaar:bazaar@127.0.0.1:5433/bazaar" }
+
+    /// `AUTH_JWT_SECRET`: the key the services verify bearer tokens with; the CLI signs its own
+    /// (admin) tokens with it, and `bazaar token` prints tokens for others.
+    var authSecret: String? { values["AUTH_JWT_SECRET"] }
+
+    /// `ADMIN_TOKEN`: a ready-made admin token, used when the secret isn't at hand.
+    var adminToken: String? { values["ADMIN_TOKEN"] }
+
+    /// An admin bearer token for the APIs: `ADMIN_TOKEN`, or one signed with `AUTH_JWT_SECRET`.
+    func adminBearer() async throws -> String {
+        if let adminToken { return adminToken }
+        return try await tokenAuthority().issue(for: .admin)
+    }
+
+    func tokenAuthority() async throws -> TokenAuthority {
+        guard let authSecret else {
+            throw CLIError(
+                "no AUTH_JWT_SECRET (nor ADMIN_TOKEN): is the stack up? `make run` writes both to .run/stack.env")
+        }
+        do {
+            return try await TokenAuthority(secret: authSecret)
+        } catch {
+            throw CLIError("AUTH_JWT_SECRET: \(error)")
+        }
+    }
 
     /// `ORDER_URL`, `INVENTORY_URL`… (default: the local stack's ports).
     func url(of service: ServiceName) -> String {

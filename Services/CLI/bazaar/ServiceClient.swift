@@ -5,13 +5,16 @@ import Foundation
     import FoundationNetworking
 #endif
 
-/// The services' HTTP APIs, with errors that say what to do when a service is not there.
+/// The services' HTTP APIs, with errors that say what to do when a service is not there. The
+/// CLI is the operator's tool: it calls as admin.
 struct ServiceClient: Sendable {
     let environment: BazaarEnvironment
     let session: URLSession
+    private let bearer: BearerCache
 
     init(environment: BazaarEnvironment) {
         self.environment = environment
+        bearer = BearerCache(environment: environment)
         let configuration = URLSessionConfiguration.ephemeral
         configuration.timeoutIntervalForRequest = 10
         configuration.httpMaximumConnectionsPerHost = 64
@@ -44,10 +47,12 @@ struct ServiceClient: Sendable {
             request.httpBody = try JSONEncoder().encode(json)
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         }
+        // Without a token the call still goes out: an absent service is the more useful error.
+        if let token = try await bearer.token() { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+        let (data, response): (Data, URLResponse)
         do {
-            let (data, response) = try await session.data(for: request)
-            return Response(status: (response as? HTTPURLResponse)?.statusCode ?? 0, body: data)
+            (data, response) = try await session.data(for: request)
         } catch let error as URLError where error.code == .timedOut {
             throw CLIError("\(service) service at \(base) did not answer \(method) \(path) within 10 s (overloaded?)")
         } catch let error as URLError where [.cannotConnectToHost, .cannotFindHost, .networkConnectionLost].contains(error.code) {
@@ -56,6 +61,34 @@ struct ServiceClient: Sendable {
         } catch {
             throw CLIError("\(method) \(base + path) failed: \(error)")
         }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        if status == 401 {
+            throw CLIError(
+                "\(service) service refused the call (401): "
+                    + (environment.authSecret == nil && environment.adminToken == nil
+                        ? "no AUTH_JWT_SECRET or ADMIN_TOKEN to sign in with; `make run` writes both to .run/stack.env"
+                        : "its AUTH_JWT_SECRET is not the one in this environment"))
+        }
+        return Response(status: status, body: data)
+    }
+}
+
+/// One admin token per run, made on first use.
+private actor BearerCache {
+    let environment: BazaarEnvironment
+    var cached: String?
+
+    init(environment: BazaarEnvironment) {
+        self.environment = environment
+    }
+
+    /// Nil when the environment has neither a token nor the secret to sign one.
+    func token() async throws -> String? {
+        if let cached { return cached }
+        guard environment.adminToken != nil || environment.authSecret != nil else { return nil }
+        let token = try await environment.adminBearer()
+        cached = token
+        return token
     }
 }
 

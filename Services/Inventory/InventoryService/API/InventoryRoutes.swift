@@ -1,3 +1,4 @@
+import Auth
 import Contracts
 import EventRuntime
 import Foundation
@@ -49,7 +50,9 @@ struct InventoryRoutes {
 
     /// Creates or updates a product (`stock` sets the units available for sale) and tells the
     /// other services with ProductUpdated.
+    /// Admin only; reading products needs no token (it is the shop's catalogue).
     @Sendable func put(_ request: Request, context: BasicRequestContext) async throws -> ProductBody {
+        try await dependencies.authenticator.requireAdmin(request)
         let sku = context.parameters.get("sku") ?? ""
         let body = try await request.decode(as: PutProduct.self, context: context)
         guard SkuFormat.isValid(sku) else { throw Problem.badRequest("invalid sku \"\(sku)\": \(SkuFormat.description)") }

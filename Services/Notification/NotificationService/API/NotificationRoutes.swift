@@ -1,9 +1,11 @@
+import Auth
 import Contracts
 import Foundation
 import Hummingbird
 import ServiceKit
 
-/// `GET /notifications?orderId=…` or `?customerId=…`.
+/// `GET /notifications?orderId=…` or `?customerId=…`: a customer sees only their own, an admin
+/// anyone's.
 struct NotificationRoutes {
     let store: NotificationStore
     let dependencies: ServiceDependencies
@@ -21,8 +23,9 @@ struct NotificationRoutes {
     }
 
     @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> [NotificationBody] {
+        let caller = try await dependencies.authenticator.caller(of: request)
         let orderText = request.uri.queryParameters.get("orderId")
-        let customerId = request.uri.queryParameters.get("customerId")
+        let customerId = request.uri.queryParameters.get("customerId").map { String($0) }
         guard orderText != nil || customerId != nil else {
             throw Problem.badRequest("give orderId or customerId as a query parameter")
         }
@@ -37,7 +40,7 @@ struct NotificationRoutes {
         let (store, order) = (store, orderId)
         return try await dependencies.pool.transaction { tx in
             try store.notifications(orderId: order, customerId: customerId, in: tx)
-        }.map {
+        }.filter { caller.mayAccess(customer: $0.customerId) }.map {
             NotificationBody(
                 notificationId: $0.notificationId.uuidString.lowercased(), orderId: $0.orderId.uuidString.lowercased(),
                 customerId: $0.customerId, kind: $0.kind, createdAt: $0.createdAt)

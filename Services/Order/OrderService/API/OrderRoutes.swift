@@ -1,3 +1,4 @@
+import Auth
 import Contracts
 import EventRuntime
 import Foundation
@@ -6,6 +7,10 @@ import Postgres
 import ServiceKit
 
 /// `POST /orders`, `GET /orders/{orderId}`, `GET /orders?customerId=…`, `POST /orders/{orderId}/cancel`.
+///
+/// Every route needs a bearer token. A customer places, sees and cancels only their own orders;
+/// another customer's order is "not found", so order ids reveal nothing. An admin may do all of
+/// it for anyone (back office, and the load generator placing for many customers).
 struct OrderRoutes {
     let store: OrderStore
     let dependencies: ServiceDependencies
@@ -50,7 +55,11 @@ struct OrderRoutes {
     }
 
     @Sendable func place(_ request: Request, context: BasicRequestContext) async throws -> EditedResponse<OrderBody> {
+        let caller = try await dependencies.authenticator.caller(of: request)
         let body = try await request.decode(as: PlaceOrder.self, context: context)
+        guard caller.mayAccess(customer: body.customerId) else {
+            throw Problem(.forbidden, "a customer may place orders only for themselves")
+        }
         let idempotencyKey = request.headers.first { $0.name.canonicalName == "idempotency-key" }?.value
         if let idempotencyKey, idempotencyKey.isEmpty || idempotencyKey.utf8.count > 200 {
             throw Problem.badRequest("Idempotency-Key must be 1 to 200 characters")
@@ -98,30 +107,40 @@ struct OrderRoutes {
     }
 
     @Sendable func show(_ request: Request, context: BasicRequestContext) async throws -> OrderBody {
+        let caller = try await dependencies.authenticator.caller(of: request)
         let orderId = try orderId(context)
         let store = store
-        guard let order = try await dependencies.pool.transaction({ tx in try store.order(orderId, in: tx) }) else {
+        guard let order = try await dependencies.pool.transaction({ tx in try store.order(orderId, in: tx) }),
+            caller.mayAccess(customer: order.customerId)
+        else {
             throw Problem.notFound("no order \(orderId.uuidString.lowercased())")
         }
         return OrderBody(order)
     }
 
+    /// A customer's orders, newest first: a customer's own (`customerId` may be left out), or
+    /// anyone's for an admin.
     @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> [OrderBody] {
-        guard let customerId = request.uri.queryParameters.get("customerId"), !customerId.isEmpty,
+        let caller = try await dependencies.authenticator.caller(of: request)
+        var customerId = request.uri.queryParameters.get("customerId").map { String($0) }
+        if customerId == nil, case .customer(let own) = caller { customerId = own }
+        guard let customerId, !customerId.isEmpty, customerId.utf8.count <= OrderPlacement.maximumCustomerIdLength,
             !customerId.containsControlCharacters
         else {
-            throw Problem.badRequest("the customerId query parameter is required (without control characters)")
+            throw Problem.badRequest("the customerId query parameter is required (1 to 128 bytes, without control characters)")
         }
+        guard caller.mayAccess(customer: customerId) else { throw Problem.notFound("no orders of customer \(customerId)") }
         let store = store
         return try await dependencies.pool.transaction { tx in try store.orders(customerId: customerId, limit: 100, in: tx) }
             .map(OrderBody.init)
     }
 
     @Sendable func cancel(_ request: Request, context: BasicRequestContext) async throws -> EditedResponse<OrderBody> {
+        let caller = try await dependencies.authenticator.caller(of: request)
         let orderId = try orderId(context)
         let (store, outbox) = (store, dependencies.outbox)
         let outcome: (OrderDecision, StoredOrder)? = try await dependencies.pool.transaction { tx in
-            guard try store.order(orderId, in: tx) != nil else { return nil }
+            guard let order = try store.order(orderId, in: tx), caller.mayAccess(customer: order.customerId) else { return nil }
             return try OrderTransitions.apply(.customerCancelled, to: orderId, store: store, context: .direct(tx, outbox))
         }
         guard let (decision, order) = outcome else { throw Problem.notFound("no order \(orderId.uuidString.lowercased())") }

@@ -1,3 +1,4 @@
+import Auth
 import Contracts
 import Foundation
 import Hummingbird
@@ -30,16 +31,22 @@ struct PaymentRoutes {
         router.get("/payments", use: payments)
     }
 
+    /// A customer's own account, or any for an admin; someone else's is "not found".
     @Sendable func showAccount(_ request: Request, context: BasicRequestContext) async throws -> AccountBody {
+        let caller = try await dependencies.authenticator.caller(of: request)
         let customerId = context.parameters.get("customerId") ?? "", store = store
-        guard !customerId.containsControlCharacters else { throw Problem.notFound("no account for that customer id") }
+        guard !customerId.containsControlCharacters, caller.mayAccess(customer: customerId) else {
+            throw Problem.notFound("no account for customer \(customerId)")
+        }
         guard let balance = try await dependencies.pool.transaction({ tx in try store.balance(customerId, in: tx) }) else {
             throw Problem.notFound("no account for customer \(customerId)")
         }
         return AccountBody(customerId: customerId, balance: balance)
     }
 
+    /// Admin only.
     @Sendable func putAccount(_ request: Request, context: BasicRequestContext) async throws -> AccountBody {
+        try await dependencies.authenticator.requireAdmin(request)
         let customerId = context.parameters.get("customerId") ?? ""
         let body = try await request.decode(as: PutAccount.self, context: context)
         guard (1...128).contains(customerId.utf8.count), !customerId.containsControlCharacters else {
@@ -51,12 +58,15 @@ struct PaymentRoutes {
         return AccountBody(customerId: customerId, balance: body.balance)
     }
 
+    /// An order's payments: a customer sees only those of their own orders.
     @Sendable func payments(_ request: Request, context: BasicRequestContext) async throws -> [PaymentBody] {
+        let caller = try await dependencies.authenticator.caller(of: request)
         guard let text = request.uri.queryParameters.get("orderId"), let orderId = UUID(uuidString: text) else {
             throw Problem.badRequest("the orderId query parameter (a UUID) is required")
         }
         let store = store
-        return try await dependencies.pool.transaction { tx in try store.payments(orderId: orderId, in: tx) }.map {
+        return try await dependencies.pool.transaction { tx in try store.payments(orderId: orderId, in: tx) }
+            .filter { caller.mayAccess(customer: $0.customerId) }.map {
             PaymentBody(
                 paymentId: $0.paymentId.uuidString.lowercased(), orderId: $0.orderId.uuidString.lowercased(), amount: $0.amount,
                 status: $0.status)

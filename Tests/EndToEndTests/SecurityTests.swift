@@ -1,0 +1,88 @@
+import Auth
+import Foundation
+import Testing
+
+/// The HTTP APIs' authentication and authorization, against the running services.
+@Suite("API security", .serialized, .timeLimit(.minutes(2)))
+struct SecurityTests {
+    @Test func withoutAValidTokenEveryCallIsRefusedWith401AndChangesNothing() async throws {
+        try await withSystem(start: [.order, .inventory]) { system in
+            let orders = "\(system.url(.order))/orders"
+            let forged = try await TokenAuthority(secret: String(repeating: "x", count: 32)).issue(for: .admin)
+            let expired = try await TokenAuthority(secret: TestTokens.secret).issue(for: .admin, lifetime: .seconds(1))
+            try await Task.sleep(for: .seconds(2))
+            for bearer in [Bearer.none, .raw("not-a-token"), .raw(forged), .raw(expired)] {
+                let (status, contentType, json) = try await HTTP.exchange(
+                    "POST", orders, body: Data(#"{"customerId":"alice","items":[{"sku":"MUG-01","quantity":1}]}"#.utf8), as: bearer)
+                #expect(status == 401, "\(bearer)")
+                #expect(contentType == "application/problem+json")
+                #expect((json as? [String: Any])?["status"] as? Int == 401)
+                #expect(try await HTTP.get("\(orders)?customerId=alice", as: bearer).0 == 401)
+                #expect(try await HTTP.put("\(system.url(.inventory))/products/MUG-01", json: ["name": "m", "price": 1, "stock": 1], as: bearer).0 == 401)
+            }
+            #expect(try await system.pool.query("SELECT count(*) FROM \(system.schema(.order)).orders").first!.decode(Int.self, at: 0) == 0)
+            #expect(try await system.pool.query("SELECT count(*) FROM \(system.schema(.inventory)).products").first!.decode(Int.self, at: 0) == 0)
+            // Reading the catalogue and health need no token.
+            #expect(try await HTTP.get("\(system.url(.inventory))/products", as: .none).0 == 200)
+            #expect(try await HTTP.get("\(system.url(.order))/health/ready", as: .none).0 == 200)
+        }
+    }
+
+    @Test func aCustomerSeesAndCancelsOnlyTheirOwnOrdersAndOthersLookNotFound() async throws {
+        try await withSystem { system in
+            let shop = Shop(system)
+            try await shop.product("MUG-01", price: 1250, stock: 10)
+            try await shop.account("alice", balance: 10_000)
+            let (status, placed) = try await shop.place("alice", ["MUG-01": 1])
+            #expect(status == 202)
+            let id = try #require(placed["orderId"] as? String)
+            let order = "\(system.url(.order))/orders/\(id)"
+
+            #expect(try await HTTP.get(order, as: .customer("alice")).0 == 200)
+            #expect(try await HTTP.get(order, as: .customer("bob")).0 == 404)
+            #expect(try await HTTP.post("\(order)/cancel", json: nil, as: .customer("bob")).0 == 404)
+            #expect(try await HTTP.get("\(system.url(.order))/orders?customerId=alice", as: .customer("bob")).0 == 404)
+            let (_, own) = try await HTTP.get("\(system.url(.order))/orders", as: .customer("alice"))
+            #expect((own as? [[String: Any]])?.map { $0["orderId"] as? String } == [id])
+            // Nor may bob order in alice's name.
+            let (refused, _) = try await HTTP.post(
+                "\(system.url(.order))/orders", json: ["customerId": "alice", "items": [["sku": "MUG-01", "quantity": 1]]],
+                as: .customer("bob"))
+            #expect(refused == 403)
+            #expect(try await HTTP.get("\(system.url(.payment))/accounts/alice", as: .customer("bob")).0 == 404)
+
+            // Bob's attempt changed nothing; alice's order goes on, and she may cancel it; the admin may read it.
+            #expect(try await shop.waitUntilSettled(id)["status"] as? String == "confirmed")
+            #expect(try await HTTP.post("\(order)/cancel", json: nil, as: .customer("alice")).0 == 202)
+            #expect(try await HTTP.get(order, as: .admin).0 == 200)
+        }
+    }
+
+    @Test func backOfficeChangesNeedAnAdminToken() async throws {
+        try await withSystem(start: [.inventory, .payment]) { system in
+            let product = "\(system.url(.inventory))/products/MUG-01", account = "\(system.url(.payment))/accounts/alice"
+            let mug: [String: Any] = ["name": "Mug", "price": 1, "stock": 5]
+            let (productByCustomer, _) = try await HTTP.put(product, json: mug, as: .customer("alice"))
+            let (accountByCustomer, _) = try await HTTP.put(account, json: ["balance": 1_000_000], as: .customer("alice"))
+            #expect(productByCustomer == 403 && accountByCustomer == 403)
+            let (unchanged, _) = try await HTTP.get(product, as: .none)
+            #expect(unchanged == 404, "the refused PUT created the product")
+
+            let (productByAdmin, _) = try await HTTP.put(product, json: mug, as: .admin)
+            let (accountByAdmin, _) = try await HTTP.put(account, json: ["balance": 100], as: .admin)
+            #expect(productByAdmin == 200 && accountByAdmin == 200)
+            let (ownAccount, _) = try await HTTP.get(account, as: .customer("alice"))
+            #expect(ownAccount == 200)
+        }
+    }
+
+    @Test func anOversizedBodyIsRefusedWith413() async throws {
+        try await withSystem(start: [.order]) { system in
+            let padding = String(repeating: " ", count: 70_000)
+            let body = Data("{\"customerId\":\"alice\",\"items\":[{\"sku\":\"MUG-01\",\"quantity\":1}]\(padding)}".utf8)
+            let (status, contentType, _) = try await HTTP.exchange("POST", "\(system.url(.order))/orders", body: body)
+            #expect(status == 413)
+            #expect(contentType == "application/problem+json")
+        }
+    }
+}
