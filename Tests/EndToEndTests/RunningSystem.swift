@@ -37,7 +37,8 @@ final class RunningSystem: @unchecked Sendable {
     private var processes: [(name: String, process: Process)] = []
     /// Where the services find the broker, if not straight at it (a test's proxy, say).
     var amqpURLOverride: String?
-    private let extraEnvironment: [String: String]
+    /// Settings for every service started from now on (they win over the defaults above).
+    var extraEnvironment: [String: String]
 
     /// Where `swift build` put the executables: beside the test bundle.
     static let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
@@ -116,6 +117,23 @@ final class RunningSystem: @unchecked Sendable {
             process.terminate()
             process.waitUntilExit()
         }
+    }
+
+    /// Runs a service executable outside any system for `duration`, then stops it: what it printed.
+    static func output(of executable: String, environment: [String: String], for duration: Duration) async throws -> String {
+        let process = Process()
+        process.executableURL = binDirectory.appendingPathComponent(executable)
+        var merged = ProcessInfo.processInfo.environment
+        merged["HTTP_PORT"] = "\(try freePort())"
+        merged.merge(environment) { $1 }
+        process.environment = merged
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        try await Task.sleep(for: duration)
+        process.terminate()
+        return String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     }
 
     /// Sends SIGTERM to the first instance of `service` and waits for it to exit: its exit status

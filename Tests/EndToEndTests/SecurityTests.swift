@@ -1,5 +1,7 @@
 import Auth
 import Foundation
+import Postgres
+import TestSupport
 import Testing
 
 /// The HTTP APIs' authentication and authorization, against the running services.
@@ -83,6 +85,67 @@ struct SecurityTests {
             let (status, contentType, _) = try await HTTP.exchange("POST", "\(system.url(.order))/orders", body: body)
             #expect(status == 413)
             #expect(contentType == "application/problem+json")
+        }
+    }
+}
+
+/// Passwords and keys travel in URLs and the environment; none may reach a log line.
+@Suite("Secrets in logs", .serialized, .timeLimit(.minutes(2)))
+struct SecretsInLogsTests {
+    @Test func noPasswordOrTokenKeyAppearsInTheServicesLogs() async throws {
+        let id = UUID().uuidString.prefix(8).lowercased()
+        let (brokerUser, brokerPassword) = ("secrets-\(id)", "broker-pw-\(UUID().uuidString)")
+        let (databaseRole, databasePassword) = ("secrets_\(id)", "db-pw-\(UUID().uuidString)")
+        let system = try await RunningSystem()
+        let rabbitmqctl = try StackEnvironment.rabbitmqctl
+        do {
+            // Credentials of their own, so that anything found in the logs can only come from here.
+            try StackEnvironment.run(rabbitmqctl, ["-q", "add_user", brokerUser, brokerPassword])
+            try StackEnvironment.run(rabbitmqctl, ["-q", "set_permissions", "-p", system.vhost.name, brokerUser, ".*", ".*", ".*"])
+            _ = try await system.pool.execute("CREATE ROLE \(databaseRole) LOGIN SUPERUSER PASSWORD '\(databasePassword)'")
+            var amqp = try #require(URLComponents(string: system.vhost.amqpURL))
+            (amqp.user, amqp.password) = (brokerUser, brokerPassword)
+            var database = try #require(URLComponents(string: try StackEnvironment.databaseURL))
+            (database.user, database.password) = (databaseRole, databasePassword)
+            let secrets = [brokerPassword, databasePassword, TestTokens.secret]
+
+            // A full saga with debug logs, as the services would log it in anger.
+            system.extraEnvironment = [
+                "AMQP_URL": amqp.string!, "DATABASE_URL": database.string!, "LOG_LEVEL": "debug",
+                "AMQP_PUBLISHER_USERS": RunningSystem.Service.allCases.map { "\($0.rawValue)=\(brokerUser)" }.joined(separator: ","),
+            ]
+            try await system.start()
+            let shop = Shop(system)
+            try await shop.product("MUG-01", price: 1250, stock: 10)
+            try await shop.account("alice", balance: 10_000)
+            let id = try #require(try await shop.place("alice", ["MUG-01": 1]).1["orderId"] as? String)
+            _ = try await shop.waitUntilSettled(id)
+
+            // A service that can't log in says where it is waiting for: without the password.
+            var wrong = database
+            wrong.password = databasePassword + "-wrong"
+            let refused = try await RunningSystem.output(
+                of: "order-service", environment: ["DATABASE_URL": wrong.string!, "AMQP_URL": amqp.string!, "AUTH_JWT_SECRET": TestTokens.secret],
+                for: .seconds(2))
+            #expect(refused.contains("waiting for the database"), "\(refused)")
+
+            let logs = RunningSystem.Service.allCases.map { system.log(of: $0) }.joined() + refused
+            #expect(logs.contains("handled"))
+            for secret in secrets + [databasePassword + "-wrong"] {
+                #expect(!logs.contains(secret), "a secret is in the logs")
+            }
+        } catch {
+            await cleanUp()
+            throw error
+        }
+        await cleanUp()
+
+        func cleanUp() async {
+            await system.tearDown()
+            _ = try? StackEnvironment.run(rabbitmqctl, ["-q", "delete_user", brokerUser])
+            let pool = PostgresPool(configuration: try! PostgresConfiguration(url: try! StackEnvironment.databaseURL), logger: .init(label: "e2e"))
+            _ = try? await pool.execute("DROP ROLE IF EXISTS \(databaseRole)")
+            await pool.shutdown()
         }
     }
 }
