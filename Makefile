@@ -31,12 +31,15 @@ run: ## Start the whole system: RabbitMQ, PostgreSQL and the four services, with
 	@$(STACK) up
 	@$(SERVICES) up
 	@echo
-	@echo "Bazaar runs. Where everything is (also in .run/stack.env):"
-	@sed -n 's/^\([A-Z_]*_URL\)=/  \1=/p' .run/stack.env
+	@echo "Bazaar runs. The services (credentials and every other setting: .run/stack.env):"
+	@sed -n 's/^\(ORDER\|INVENTORY\|PAYMENT\|NOTIFICATION\)_URL=/  \1_URL=/p' .run/stack.env
 	@echo
-	@echo "Place an order:  curl -s -X POST localhost:8080/orders -H 'content-type: application/json' \\"
-	@echo "                   -d '{\"customerId\":\"alice\",\"items\":[{\"sku\":\"MUG-01\",\"quantity\":2}]}'"
-	@echo "Then look at it: curl -s localhost:8080/orders/<orderId>"
+	@echo "Place an order and watch its saga:  .build/debug/bazaar order place --customer alice --item MUG-01:2"
+	@echo "Or over HTTP, as alice (the APIs want a bearer token):"
+	@echo "  TOKEN=\$$(.build/debug/bazaar token --customer alice)"
+	@echo "  curl -s -X POST localhost:8080/orders -H \"authorization: Bearer \$$TOKEN\" -H 'content-type: application/json' \\"
+	@echo "    -d '{\"customerId\":\"alice\",\"items\":[{\"sku\":\"MUG-01\",\"quantity\":2}]}'"
+	@echo "  curl -s localhost:8080/orders -H \"authorization: Bearer \$$TOKEN\""
 	@echo "Logs in .run/logs/. Stop everything with: make stop"
 
 stop: ## Stop the services and the local stack

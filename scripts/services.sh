@@ -11,6 +11,7 @@
 #   BAZAAR_BUILD             debug or release                                [debug]
 #   ORDER_PORT INVENTORY_PORT PAYMENT_PORT NOTIFICATION_PORT                 [8080 8081 8082 8083]
 #   BAZAAR_SEED              seed demo products and accounts (1) or not (0)  [1]
+# Each service runs as its own broker user and database role (ORDER_AMQP_URL… in stack.env).
 # Logs: .run/logs/<service>.log. Each service's other settings: .build/debug/<service>-service --help.
 set -euo pipefail
 
@@ -44,10 +45,16 @@ start() {
   for s in "${services[@]}"; do [ -x "$bin/$s-service" ] || fail "the build did not produce $bin/$s-service (run swift build to see why)"; done
 
   mkdir -p "$run_dir/logs" "$run_dir/pids"
-  set -a; source "$run_dir/stack.env"; set +a
+  read_stack_env
   for s in "${services[@]}"; do
     if running "$s"; then say "$s already runs (pid $(cat "$(pid_file "$s")"))"; continue; fi
-    HTTP_PORT=${ports[$s]} INSTANCE_NAME="$s-1" setsid nohup "$bin/$s-service" >>"$run_dir/logs/$s.log" 2>&1 &
+    [ -n "${stack[${s^^}_AMQP_URL]:-}" ] && [ -n "${stack[${s^^}_DATABASE_URL]:-}" ] \
+      || fail "$run_dir/stack.env has no ${s^^}_AMQP_URL or ${s^^}_DATABASE_URL: run scripts/stack.sh up again"
+    # Least privilege: its own broker user, which may declare nothing (stack.sh loaded the whole
+    # topology from the definitions), and its own database role; no other service's secret.
+    AMQP_URL=${stack[${s^^}_AMQP_URL]} DATABASE_URL=${stack[${s^^}_DATABASE_URL]} AMQP_DECLARE_TOPOLOGY=none \
+      AUTH_JWT_SECRET=${stack[AUTH_JWT_SECRET]:-} HTTP_PORT=${ports[$s]} INSTANCE_NAME="$s-1" \
+      setsid nohup "$bin/$s-service" >>"$run_dir/logs/$s.log" 2>&1 &
     echo $! >"$(pid_file "$s")"
     say "started $s (pid $!, log $run_dir/logs/$s.log)"
   done
@@ -65,9 +72,37 @@ start() {
   return 0
 }
 
+# stack.env's KEY=value lines, read as such (not sourced: values are unquoted and some hold &).
+declare -A stack=()
+read_stack_env() {
+  local line
+  while IFS= read -r line; do
+    [[ $line =~ ^[A-Z_][A-Z0-9_]*= ]] && stack[${line%%=*}]=${line#*=}
+  done <"$run_dir/stack.env"
+  return 0
+}
+
 write_urls() {
   sed -i '/^\(ORDER\|INVENTORY\|PAYMENT\|NOTIFICATION\)_URL=/d' "$run_dir/stack.env"
   for s in "${services[@]}"; do echo "${s^^}_URL=$(url "$s")" >>"$run_dir/stack.env"; done
+}
+
+# The services' admin APIs, as the seeding calls them. THE ONE PLACE for the admin bearer token:
+# when stack.env carries ADMIN_TOKEN, every call sends `Authorization: Bearer <ADMIN_TOKEN>`
+# (given to curl on its standard input, so it never shows in `ps`); without it, none is sent.
+admin_api() {
+  read_stack_env
+  if [ -n "${stack[ADMIN_TOKEN]:-}" ]; then
+    curl -fsS -o /dev/null -H @- "$@" <<<"Authorization: Bearer ${stack[ADMIN_TOKEN]}"
+  else
+    curl -fsS -o /dev/null "$@"
+  fi
+}
+
+seeding_failed() {
+  local hint=""
+  [ -n "${stack[ADMIN_TOKEN]:-}" ] || hint=" (stack.env has no ADMIN_TOKEN, should the API want one)"
+  fail "could not create the demo $1 (curl's error above)$hint; BAZAAR_SEED=0 skips the demo data"
 }
 
 # Demo data, created only where missing, so a second `make run` keeps what the user changed.
@@ -79,13 +114,15 @@ seed() {
     'STICKER-7|{"name":"Sticker pack","price":300,"stock":1000}' \
     'LAMP-3|{"name":"Desk lamp (only 3 left)","price":4500,"stock":3}'; do
     sku=${product%%|*}; body=${product#*|}
-    curl -fsS -o /dev/null "$(url inventory)/products/$sku" 2>/dev/null \
-      || curl -fsS -o /dev/null -X PUT -H 'content-type: application/json' -d "$body" "$(url inventory)/products/$sku"
+    admin_api "$(url inventory)/products/$sku" 2>/dev/null \
+      || admin_api -X PUT -H 'content-type: application/json' -d "$body" "$(url inventory)/products/$sku" \
+      || seeding_failed "product $sku"
   done
   for account in alice:100000 bob:5000 carol:0; do
     customer=${account%%:*}; balance=${account#*:}
-    curl -fsS -o /dev/null "$(url payment)/accounts/$customer" 2>/dev/null \
-      || curl -fsS -o /dev/null -X PUT -H 'content-type: application/json' -d "{\"balance\":$balance}" "$(url payment)/accounts/$customer"
+    admin_api "$(url payment)/accounts/$customer" 2>/dev/null \
+      || admin_api -X PUT -H 'content-type: application/json' -d "{\"balance\":$balance}" "$(url payment)/accounts/$customer" \
+      || seeding_failed "account $customer"
   done
   say "demo data: products MUG-01 TEE-42 STICKER-7 LAMP-3; customers alice (1000.00), bob (50.00), carol (0.00)"
 }
@@ -113,10 +150,12 @@ status() {
   done
 }
 
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; }  # the comment on top
+
 case "${1:-}" in
   up) start ;;
   down) stop ;;
   status) status ;;
-  -h|--help|help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  -h|--help|help) usage ;;
+  *) usage >&2; exit 2 ;;
 esac

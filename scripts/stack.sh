@@ -13,12 +13,14 @@
 #   BAZAAR_AMQP_PORT      RabbitMQ's AMQP port (distribution: +20000)  [5673]
 #                         AMQP over TLS listens on the next port, with a certificate from a
 #                         throw-away CA the script makes in .run/tls (for tests of amqps://)
-#   BAZAAR_PG_PORT        PostgreSQL's port                            [5433]
+#   BAZAAR_PG_PORT        PostgreSQL's port (plain and TLS, same CA)   [5433]
 #   BAZAAR_ADMIN_USER     admin user on both servers                   [bazaar]
 #   BAZAAR_ADMIN_PASSWORD its password (local development only)        [bazaar]
+#   ORDER_AMQP_PASSWORD … NOTIFICATION_DB_PASSWORD, AUTH_JWT_SECRET: override .run/secrets.env
 #
-# Ports differ from the servers' usual ones so that a system RabbitMQ or Postgres can keep running.
-# `up` is idempotent: a second call reuses what runs.
+# As in compose, each service has its own broker user and database role (secrets.env; URLs in
+# stack.env). Ports differ from the usual ones so a system RabbitMQ or Postgres can keep running.
+# `up` is idempotent: a second call reuses what runs, and loads users and topology again.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,6 +37,11 @@ rabbit_sbin=/usr/lib/rabbitmq/bin
 rabbit_node=bazaar-$amqp_port@localhost
 amqps_port=$((amqp_port + 1))
 tls_dir=$run_dir/tls
+secrets_file=$run_dir/secrets.env
+
+# The services, each with its own broker user (its name) and database role (bazaar_<name>), as
+# deploy/rabbitmq/definitions.template.json and deploy/postgres/init.sh create them.
+services=(order inventory payment notification)
 
 # Fails early, and clearly, when another process holds a port we need.
 require_free_port() {
@@ -46,6 +53,46 @@ require_free_port() {
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
 fail() { printf 'stack: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Secrets: each service's broker and database passwords, and the key the services verify HS256
+# bearer tokens with. Generated once per stack into secrets.env (mode 600, letters and digits),
+# each overridable from the environment; the admin user keeps BAZAAR_ADMIN_USER/PASSWORD.
+
+declare -A secret=()
+
+# Values go into URLs, JSON and shell lines unquoted: only URL-safe characters, nothing to escape.
+require_plain() {
+  [[ $2 =~ ^[A-Za-z0-9._~-]+$ ]] || fail "$1 may hold only letters, digits and . _ ~ - (it goes into URLs and stack.env as is)"
+}
+
+load_secrets() {
+  local names=() name value
+  for name in "${services[@]}"; do names+=("${name^^}_AMQP_PASSWORD" "${name^^}_DB_PASSWORD"); done
+  names+=(AUTH_JWT_SECRET)
+  mkdir -p "$run_dir"
+  if [ ! -f "$secrets_file" ]; then
+    (umask 077; echo "# Written once by scripts/stack.sh: this stack's passwords and token key. The environment overrides each." >"$secrets_file")
+    say "generated this stack's passwords in $secrets_file"
+  fi
+  chmod 600 "$secrets_file"
+  for name in "${names[@]}"; do
+    value=$(sed -n "s/^$name=//p" "$secrets_file" | tail -n 1)
+    if [ -z "$value" ]; then  # a new file, or a secret added since it was written
+      case $name in
+        AUTH_JWT_SECRET) value=$(openssl rand -hex 32) ;;  # 32 random bytes, as 64 hex digits
+        *) value=$(openssl rand -hex 16) ;;
+      esac
+      [ -n "$value" ] || fail "openssl rand failed"
+      echo "$name=$value" >>"$secrets_file"
+    fi
+    [ -n "${!name:-}" ] && value=${!name}  # the environment wins
+    require_plain "$name" "$value"
+    secret[$name]=$value
+  done
+  require_plain BAZAAR_ADMIN_USER "$admin_user"
+  require_plain BAZAAR_ADMIN_PASSWORD "$admin_password"
+}
 
 # ---------------------------------------------------------------------------------------------
 # Packages
@@ -91,19 +138,25 @@ rabbit_env() {
   export HOME=$rabbit_dir # the Erlang cookie lives here
 }
 
-# A local certificate authority and a server certificate for localhost / 127.0.0.1, made once.
+# A local certificate authority, made once, and from it a certificate for localhost / 127.0.0.1
+# for each server: server.pem/.key for RabbitMQ's TLS listener, postgres.pem/.key for PostgreSQL.
+# Clients verify both with ca.pem.
 make_tls_material() {
-  [ -f "$tls_dir/server.pem" ] && return
   mkdir -p "$tls_dir"
   (
     cd "$tls_dir"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Bazaar local CA" \
-      -keyout ca.key -out ca.pem 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-      -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
-      -copy_extensions copyall -out server.pem 2>/dev/null
-    rm -f server.csr
+    if [ ! -f ca.pem ]; then
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Bazaar local CA" \
+        -keyout ca.key -out ca.pem 2>/dev/null
+    fi
+    for name in server postgres; do
+      [ -f "$name.pem" ] && continue
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$name.key" -out "$name.csr" 2>/dev/null
+      openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+        -copy_extensions copyall -out "$name.pem" 2>/dev/null
+      rm -f "$name.csr"
+    done
     chmod 600 ./*.key
   ) || fail "could not make TLS certificates with openssl"
 }
@@ -166,6 +219,63 @@ stop_rabbitmq() {
   rm -f "$rabbit_dir/rabbitmq.pid"
 }
 
+# Queues can't change their arguments once declared, and importing definitions leaves an existing
+# queue as it is (this RabbitMQ says nothing about the difference; services declaring nothing
+# would then run on the old queues). So compare before importing, and stop if they differ.
+check_queue_arguments() {
+  local listed differing
+  listed=$(rabbitmqctl -q list_queues -p / name arguments --formatter json) || fail "could not list RabbitMQ's queues"
+  differing=$(python3 -c '
+import json, sys
+template = json.load(open(sys.argv[1]))
+want = {q["name"]: {k: str(v) for k, v in q["arguments"].items()} for q in template["queues"] if q["vhost"] == "/"}
+have = {q["name"]: {a[0]: str(a[2]) for a in q["arguments"]} for q in json.loads(sys.stdin.read() or "[]")}
+print(" ".join(sorted(name for name in want if name in have and have[name] != want[name])))
+' "$1" <<<"$listed") || fail "could not compare RabbitMQ's queues with $1"
+  [ -z "$differing" ] || older_queues "($differing)"
+}
+
+older_queues() {
+  fail "RabbitMQ holds queues from an older version of Bazaar, declared with other arguments
+       $1; a queue can't change them in place, so RabbitMQ was left as it was.
+       Start this stack afresh (this deletes its messages and data):
+         make stop && rm -rf $run_dir, then make run    (see docs/outbox-and-inbox.md)"
+}
+
+# Users, permissions and topology, as compose loads them (deploy/rabbitmq/start.sh): the
+# definitions template rendered with this stack's passwords, then imported into the running node.
+# Importing again updates users and passwords and leaves existing queues and messages alone.
+# The admin keeps every permission (tests make virtual hosts of their own with it), and is an
+# `impersonator`: `bazaar dlq replay` republishes a message with its original `user-id`.
+load_rabbitmq_definitions() {
+  local template=$repo/deploy/rabbitmq/definitions.template.json name placeholder rendered output
+  local -A value=([RABBITMQ_ADMIN_USER]=$admin_user [RABBITMQ_ADMIN_PASSWORD]=$admin_password)
+  for name in "${services[@]}"; do value[${name^^}_AMQP_PASSWORD]=${secret[${name^^}_AMQP_PASSWORD]}; done
+  local text; text=$(<"$template")
+  # Same rule as start.sh: every ${NAME} of the template must have a value, and only those change.
+  for name in $(grep -o '\${[A-Z_]*}' "$template" | sort -u | tr -d '${}'); do
+    [ -n "${value[$name]:-}" ] || fail "$template needs \${$name}, which the local stack does not set"
+    placeholder="\${$name}"
+    text=${text//"$placeholder"/"${value[$name]}"}
+  done
+  check_queue_arguments "$template"
+  rendered=$(umask 077; mktemp "$rabbit_dir/definitions.XXXXXX")  # holds passwords: removed below
+  printf '%s\n' "$text" >"$rendered"
+  say "loading users, permissions and topology into RabbitMQ ($template)"
+  if ! output=$(rabbitmqctl -q import_definitions "$rendered" 2>&1); then
+    rm -f "$rendered"
+    printf '%s\n' "$output" >&2
+    grep -qi 'inequivalent arg\|PRECONDITION_FAILED' <<<"$output" && older_queues "(see above)"
+    fail "RabbitMQ refused the definitions (above)"
+  fi
+  rm -f "$rendered"
+  # The node never had a guest (default_user above); make sure no older stack left one behind.
+  if rabbitmqctl -q list_users 2>/dev/null | awk '{print $1}' | grep -qx guest; then
+    say "deleting RabbitMQ's guest user"
+    rabbitmqctl -q delete_user guest >/dev/null
+  fi
+}
+
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL: a private cluster run by the `postgres` user. The postgres user must be able to
 # reach the data folder; when the checkout sits where it can't (a home folder with mode 700), the
@@ -200,6 +310,8 @@ pg_running() {
 start_postgres() {
   prepare_pg_dir
   local data; data=$(pg_data_dir)
+  make_tls_material
+  install_pg_tls_files
   if pg_running; then say "PostgreSQL already runs (port $pg_port)"; return; fi
   require_free_port "$pg_port" "PostgreSQL" BAZAAR_PG_PORT
   if [ ! -f "$data/PG_VERSION" ]; then
@@ -219,6 +331,87 @@ start_postgres() {
     || PGPASSWORD=$admin_password psql -h 127.0.0.1 -p "$pg_port" -U "$admin_user" -d postgres -qc "CREATE DATABASE bazaar"
 }
 
+admin_psql() { PGPASSWORD=$admin_password psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U "$admin_user" "$@"; }
+
+# PostgreSQL's copy of its certificate and key, where the postgres user can read them (it may not
+# reach $tls_dir) and with the key's owner and mode it demands. Before the server starts: once
+# TLS is on, it won't start without them. Sets pg_tls_changed when they were new or different.
+pg_tls_changed=0
+install_pg_tls_files() {
+  pg_tls_changed=1
+  mkdir -p "$pg_dir/tls"; chown postgres:postgres "$pg_dir/tls"
+  if cmp -s "$tls_dir/postgres.pem" "$pg_dir/tls/server.pem" && cmp -s "$tls_dir/postgres.key" "$pg_dir/tls/server.key"; then
+    pg_tls_changed=0
+  fi
+  install -o postgres -g postgres -m 644 "$tls_dir/postgres.pem" "$pg_dir/tls/server.pem"
+  install -o postgres -g postgres -m 600 "$tls_dir/postgres.key" "$pg_dir/tls/server.key"
+}
+
+# TLS on, plain connections still allowed (initdb's pg_hba `host` lines match both): a setting of
+# the cluster (ALTER SYSTEM), so it survives restarts; a reload applies it to a running server.
+enable_pg_tls() {
+  local current
+  current=$(admin_psql -d postgres -tAc "SELECT current_setting('ssl') || ' ' || current_setting('ssl_cert_file') || ' ' || current_setting('ssl_key_file')")
+  [ "$pg_tls_changed" = 0 ] && [ "$current" = "on $pg_dir/tls/server.pem $pg_dir/tls/server.key" ] && return
+  say "turning on TLS in PostgreSQL (certificate from $tls_dir/ca.pem)"
+  admin_psql -d postgres -v cert="$pg_dir/tls/server.pem" -v key="$pg_dir/tls/server.key" <<'SQL' >/dev/null
+ALTER SYSTEM SET ssl_cert_file = :'cert';
+ALTER SYSTEM SET ssl_key_file = :'key';
+ALTER SYSTEM SET ssl = on;
+SELECT pg_reload_conf();
+SQL
+  local i
+  for i in $(seq 1 20); do
+    [ "$(admin_psql -d postgres -tAc 'SHOW ssl')" = on ] && return
+    sleep 0.5
+  done
+  tail -n 10 "$pg_dir/postgres.log" >&2 || true
+  fail "PostgreSQL did not turn TLS on (log above)"
+}
+
+# One login role per service owning its schema, and no CONNECT for PUBLIC: compose's init script,
+# run against this cluster as the admin (a superuser: it still connects, and tests make schemas
+# of their own with it). It resets the roles' passwords to this stack's on every `up`.
+init_postgres_roles() {
+  local name output
+  local -a environment=(PGHOST=127.0.0.1 PGPORT="$pg_port" PGPASSWORD="$admin_password" PGCONNECT_TIMEOUT=10
+    POSTGRES_USER="$admin_user" POSTGRES_DB=bazaar)
+  for name in "${services[@]}"; do environment+=("${name^^}_DB_PASSWORD=${secret[${name^^}_DB_PASSWORD]}"); done
+  output=$(env "${environment[@]}" bash "$repo/deploy/postgres/init.sh" 2>&1) \
+    || { printf '%s\n' "$output" >&2; fail "deploy/postgres/init.sh failed (above)"; }
+  # A stack that an older version ran its services on as the admin has the schemas, owned by the
+  # admin: hand each (with its tables, data kept) to its service's role, or the service can't use it.
+  admin_psql -d bazaar <<'SQL'
+DO $$
+DECLARE
+  s record;
+  o record;
+BEGIN
+  FOR s IN
+    SELECT n.oid, n.nspname, r.role FROM pg_namespace n
+    JOIN (VALUES ('orders', 'bazaar_order'), ('inventory', 'bazaar_inventory'), ('payments', 'bazaar_payment'),
+                 ('notifications', 'bazaar_notification')) AS r(schema, role) ON n.nspname = r.schema
+    WHERE pg_get_userbyid(n.nspowner) <> r.role
+  LOOP
+    RAISE NOTICE 'schema % was created by an older local stack: handing it and its objects to %', s.nspname, s.role;
+    EXECUTE format('ALTER SCHEMA %I OWNER TO %I', s.nspname, s.role);
+    -- Tables take their serial sequences and indexes with them.
+    FOR o IN SELECT c.relname, c.relkind FROM pg_class c WHERE c.relnamespace = s.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i'))
+    LOOP
+      EXECUTE format('ALTER %s %I.%I OWNER TO %I',
+        CASE o.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                       WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, s.nspname, o.relname, s.role);
+    END LOOP;
+    FOR o IN SELECT p.oid FROM pg_proc p WHERE p.pronamespace = s.oid LOOP
+      EXECUTE format('ALTER ROUTINE %s OWNER TO %I', o.oid::regprocedure, s.role);
+    END LOOP;
+  END LOOP;
+END
+$$;
+SQL
+}
+
 stop_postgres() {
   if ! pg_running; then say "PostgreSQL is not running"; return; fi
   say "stopping PostgreSQL"
@@ -228,21 +421,48 @@ stop_postgres() {
 # ---------------------------------------------------------------------------------------------
 
 stack_env() {
+  local name user role
   cat <<EOF
-# Written by scripts/stack.sh: connection settings of the local stack (admin credentials).
+# Written by scripts/stack.sh: connection settings of the local stack. Holds passwords: mode 600.
+# KEY=value lines, values unquoted (some hold &): read them as such rather than with \`source\`.
+# The admin's (tests and tools):
 AMQP_URL=amqp://$admin_user:$admin_password@127.0.0.1:$amqp_port/%2f
 AMQPS_URL=amqps://$admin_user:$admin_password@localhost:$amqps_port/%2f?cacertfile=$tls_dir/ca.pem
 DATABASE_URL=postgres://$admin_user:$admin_password@127.0.0.1:$pg_port/bazaar
+DATABASE_TLS_URL=postgres://$admin_user:$admin_password@localhost:$pg_port/bazaar?sslmode=verify-full&sslrootcert=$tls_dir/ca.pem
 RABBITMQCTL=$run_dir/bin/rabbitmqctl
+# Each service's own broker user and database role (scripts/services.sh starts them with these):
 EOF
+  for name in "${services[@]}"; do
+    user=$name role=bazaar_$name
+    echo "${name^^}_AMQP_URL=amqp://$user:${secret[${name^^}_AMQP_PASSWORD]}@127.0.0.1:$amqp_port/%2f"
+    echo "${name^^}_DATABASE_URL=postgres://$role:${secret[${name^^}_DB_PASSWORD]}@127.0.0.1:$pg_port/bazaar"
+  done
+  echo "# The key the services verify HS256 bearer tokens with, and an admin token (30 days) signed with it;"
+  echo "# \`bazaar token --customer ID\` makes customers' tokens."
+  echo "AUTH_JWT_SECRET=${secret[AUTH_JWT_SECRET]}"
+  echo "ADMIN_TOKEN=$(admin_token "${secret[AUTH_JWT_SECRET]}")"
+}
+
+# A JWT (HS256) for the admin, made with openssl as the services verify it (Shared/Auth).
+admin_token() {
+  local key=$1 now header payload signature
+  now=$(date +%s)
+  b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+  header=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+  payload=$(printf '{"sub":"admin","role":"admin","iat":%d,"exp":%d}' "$now" $((now + 30 * 24 * 3600)) | b64url)
+  signature=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -hmac "$key" -binary | b64url)
+  printf '%s.%s.%s' "$header" "$payload" "$signature"
 }
 
 write_env() {
   mkdir -p "$run_dir/bin"
   # Keep the services' URLs that scripts/services.sh added, if they run.
-  local services=""
-  [ -f "$run_dir/stack.env" ] && services=$(grep -E '^(ORDER|INVENTORY|PAYMENT|NOTIFICATION)_URL=' "$run_dir/stack.env" || true)
-  { stack_env; [ -n "$services" ] && echo "$services"; } >"$run_dir/stack.env"
+  local service_urls=""
+  [ -f "$run_dir/stack.env" ] && service_urls=$(grep -E '^(ORDER|INVENTORY|PAYMENT|NOTIFICATION)_URL=' "$run_dir/stack.env" || true)
+  (umask 077; { stack_env; if [ -n "$service_urls" ]; then echo "$service_urls"; fi; } >"$run_dir/stack.env.new")
+  chmod 600 "$run_dir/stack.env.new"  # it holds passwords
+  mv -f "$run_dir/stack.env.new" "$run_dir/stack.env"
   # rabbitmqctl bound to our node, for people and tests (close_all_connections, list_queues…).
   cat >"$run_dir/bin/rabbitmqctl" <<EOF
 #!/bin/sh
@@ -258,18 +478,27 @@ check_answers() {
   local version
   version=$(PGPASSWORD=$admin_password psql -h 127.0.0.1 -p "$pg_port" -U "$admin_user" -d bazaar -qtAc 'SHOW server_version') \
     || fail "PostgreSQL does not answer"
+  local ssl
+  ssl=$(PGPASSWORD=$admin_password psql -X -qtAc 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()' \
+    "postgres://$admin_user@localhost:$pg_port/bazaar?sslmode=verify-full&sslrootcert=$tls_dir/ca.pem") \
+    || fail "PostgreSQL refuses TLS connections verified with $tls_dir/ca.pem"
+  [ "$ssl" = t ] || fail "PostgreSQL answered, but not over TLS"
   say "RabbitMQ $(rabbitmqctl -q version 2>/dev/null) answers at amqp://127.0.0.1:$amqp_port"
-  say "PostgreSQL $version answers at postgres://127.0.0.1:$pg_port/bazaar"
+  say "PostgreSQL $version answers at postgres://127.0.0.1:$pg_port/bazaar (and over TLS, verify-full with $tls_dir/ca.pem)"
 }
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; }  # the comment on top
 
 case "${1:-}" in
   up)
     install_missing_packages
     mkdir -p "$run_dir"
+    load_secrets
     start_postgres
+    enable_pg_tls
+    init_postgres_roles
     start_rabbitmq
+    load_rabbitmq_definitions
     write_env
     check_answers
     say "connection settings in $run_dir/stack.env"
@@ -282,7 +511,7 @@ case "${1:-}" in
     if rabbit_running; then say "RabbitMQ runs: node $rabbit_node, amqp://127.0.0.1:$amqp_port"; else say "RabbitMQ: not running"; fi
     if [ -e "$pg_dir" ] && pg_running; then say "PostgreSQL runs: postgres://127.0.0.1:$pg_port/bazaar"; else say "PostgreSQL: not running"; fi
     ;;
-  env) stack_env ;;
+  env) load_secrets >&2; stack_env ;;
   packages) install_missing_packages ;;
   -h|--help|help) usage ;;
   *) usage >&2; exit 2 ;;

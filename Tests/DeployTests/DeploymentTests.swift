@@ -78,15 +78,27 @@ struct DeploymentTests {
         for key in ["permissions", "topic_permissions", "exchanges", "queues", "bindings"] {
             rendered[key] = (rendered[key] as! [[String: Any]]).map { var item = $0; item["vhost"] = vhost; return item }
         }
+        // Users are broker-wide: the services' users get names of the test's own, so the local
+        // stack's users (same names as the definitions') are left alone.
+        func testUser(_ item: [String: Any], key: String) -> [String: Any] {
+            var item = item
+            if let service = ServiceName(rawValue: item[key] as! String) { item[key] = Self.testUser(service, vhost: vhost) }
+            return item
+        }
         rendered["users"] = (rendered["users"] as! [[String: Any]]).filter { ($0["tags"] as? [String])?.isEmpty ?? true }
+            .map { testUser($0, key: "name") }
         rendered["permissions"] = (rendered["permissions"] as! [[String: Any]]).filter { ServiceName(rawValue: $0["user"] as! String) != nil }
+            .map { testUser($0, key: "user") }
+        rendered["topic_permissions"] = (rendered["topic_permissions"] as! [[String: Any]]).map { testUser($0, key: "user") }
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("\(vhost).json")
         try JSONSerialization.data(withJSONObject: rendered).write(to: file)
         let rabbitmqctl = try StackEnvironment.rabbitmqctl
         try StackEnvironment.run(rabbitmqctl, ["-q", "import_definitions", file.path])
         defer {
             _ = try? StackEnvironment.run(rabbitmqctl, ["-q", "delete_vhost", vhost])
-            for service in ServiceName.allCases { _ = try? StackEnvironment.run(rabbitmqctl, ["-q", "delete_user", service.rawValue]) }
+            for service in ServiceName.allCases {
+                _ = try? StackEnvironment.run(rabbitmqctl, ["-q", "delete_user", Self.testUser(service, vhost: vhost)])
+            }
             try? FileManager.default.removeItem(at: file)
         }
 
@@ -132,9 +144,14 @@ struct DeploymentTests {
     private func connect(as service: ServiceName, vhost: String) async throws -> AMQPConnection {
         var configuration = try AMQPConfiguration(url: try StackEnvironment.amqpURL, connectionName: "deploy-test-\(service)")
         (configuration.user, configuration.password, configuration.virtualHost) =
-            (service.rawValue, "test-\(service.rawValue)", vhost)
+            (Self.testUser(service, vhost: vhost), "test-\(service.rawValue)", vhost)
         return try await AMQPConnection.connect(configuration, logger: Logger(label: "deploy-tests"))
     }
+
+    /// What a service needs to build its settings.
+    static let settings = ["AUTH_JWT_SECRET": String(repeating: "k", count: 32)]
+
+    static func testUser(_ service: ServiceName, vhost: String) -> String { "\(vhost)-\(service.rawValue)" }
 
     /// The definitions template, with test passwords rendered in as start.sh would.
     static func definitions(rendered: Bool) throws -> [String: Any] {
@@ -158,10 +175,19 @@ struct DeploymentTests {
         let logger = Logger(label: "deploy-tests")
         let adminConnection = try await PostgresConnection.connect(configuration: admin, logger: logger)
         try await adminConnection.execute("CREATE DATABASE \(database)")
+        // Roles are cluster-wide, and the local stack's services log in with these very roles:
+        // the script runs with their real passwords where the stack has them, and only roles the
+        // test created are dropped afterwards.
+        let existing = try await adminConnection.query("SELECT rolname FROM pg_roles WHERE rolname LIKE 'bazaar\\_%'")
+            .map { try $0.decode(String.self, at: 0) }
+        func password(_ service: String) -> String {
+            (try? StackEnvironment.value(of: "\(service.uppercased())_DATABASE_URL"))
+                .flatMap { URLComponents(string: $0)?.password } ?? "test-\(service)"
+        }
         defer {
             Task {
                 _ = try? await adminConnection.execute("DROP DATABASE IF EXISTS \(database) WITH (FORCE)")
-                for role in roles { _ = try? await adminConnection.execute("DROP ROLE IF EXISTS \(role)") }
+                for role in roles where !existing.contains(role) { _ = try? await adminConnection.execute("DROP ROLE IF EXISTS \(role)") }
                 await adminConnection.close()
             }
         }
@@ -173,7 +199,9 @@ struct DeploymentTests {
         environment["PGHOST"] = admin.host
         environment["PGPORT"] = "\(admin.port)"
         environment["PGPASSWORD"] = admin.password
-        for service in ["ORDER", "INVENTORY", "PAYMENT", "NOTIFICATION"] { environment["\(service)_DB_PASSWORD"] = "test-\(service.lowercased())" }
+        for service in ["order", "inventory", "payment", "notification"] {
+            environment["\(service.uppercased())_DB_PASSWORD"] = password(service)
+        }
         for _ in 0..<2 {
             try StackEnvironment.run("/bin/bash", [Self.deploy.appendingPathComponent("postgres/init.sh").path], environment: environment)
         }
@@ -184,12 +212,12 @@ struct DeploymentTests {
             return configuration
         }
         // Migrations run with the service's own role (no superuser) and create its tables.
-        let orderPool = PostgresPool(configuration: configuration("bazaar_order", "test-order"), logger: logger)
-        let paymentPool = PostgresPool(configuration: configuration("bazaar_payment", "test-payment"), logger: logger)
+        let orderPool = PostgresPool(configuration: configuration("bazaar_order", password("order")), logger: logger)
+        let paymentPool = PostgresPool(configuration: configuration("bazaar_payment", password("payment")), logger: logger)
         defer { Task { await orderPool.shutdown(); await paymentPool.shutdown() } }
         let orderDefinition = try OrderService.definition(
-            settings: try .init(service: .order, environment: [:]), orderSettings: try .init(environment: [:]))
-        let paymentDefinition = try PaymentService.definition(settings: try .init(service: .payment, environment: [:]))
+            settings: try .init(service: .order, environment: Self.settings), orderSettings: try .init(environment: [:]))
+        let paymentDefinition = try PaymentService.definition(settings: try .init(service: .payment, environment: Self.settings))
         try await MigrationRunner(schema: "orders", logger: logger).run(RuntimeTables.migrations + orderDefinition.migrations, on: orderPool)
         try await MigrationRunner(schema: "payments", logger: logger).run(RuntimeTables.migrations + paymentDefinition.migrations, on: paymentPool)
         try await orderPool.execute("INSERT INTO orders.catalogue (sku, name, price, revision) VALUES ('A', 'a', 1, 1)")

@@ -131,10 +131,10 @@ struct HandlerCatalogueTests {
     /// list would never get its events, and a listed event without a handler would be dead-lettered.
     @Test func eachServiceHandlesExactlyWhatTheCatalogueSaysItConsumes() throws {
         let definitions = [
-            try OrderService.definition(settings: try ServiceSettings(service: .order, environment: [:]), orderSettings: try OrderSettings(environment: [:])),
-            try InventoryService.definition(settings: try ServiceSettings(service: .inventory, environment: [:])),
-            try PaymentService.definition(settings: try ServiceSettings(service: .payment, environment: [:])),
-            try NotificationService.definition(settings: try ServiceSettings(service: .notification, environment: [:])),
+            try OrderService.definition(settings: try ServiceSettings(service: .order, environment: ["AUTH_JWT_SECRET": String(repeating: "k", count: 32)]), orderSettings: try OrderSettings(environment: [:])),
+            try InventoryService.definition(settings: try ServiceSettings(service: .inventory, environment: ["AUTH_JWT_SECRET": String(repeating: "k", count: 32)])),
+            try PaymentService.definition(settings: try ServiceSettings(service: .payment, environment: ["AUTH_JWT_SECRET": String(repeating: "k", count: 32)])),
+            try NotificationService.definition(settings: try ServiceSettings(service: .notification, environment: ["AUTH_JWT_SECRET": String(repeating: "k", count: 32)])),
         ]
         for definition in definitions {
             let catalogued = Set(EventCatalogue.subscriptions[definition.service, default: []].map { EventKey($0) })

@@ -25,6 +25,23 @@ struct StackScriptTests {
         #expect(FileManager.default.isExecutableFile(atPath: try StackEnvironment.rabbitmqctl))
     }
 
+    @Test func stackEnvGivesEachServiceItsOwnCredentialsAndOnlyItsOwnerMayReadIt() throws {
+        // RABBITMQCTL is <run dir>/bin/rabbitmqctl; stack.env and secrets.env sit beside bin.
+        let runDirectory = URL(fileURLWithPath: try StackEnvironment.rabbitmqctl).deletingLastPathComponent().deletingLastPathComponent()
+        for file in ["stack.env", "secrets.env"] {
+            let attributes = try FileManager.default.attributesOfItem(atPath: runDirectory.appendingPathComponent(file).path)
+            #expect((attributes[.posixPermissions] as? Int) == 0o600, "\(file)")
+        }
+        for service in ["order", "inventory", "payment", "notification"] {
+            let amqp = try #require(URLComponents(string: try StackEnvironment.value(of: "\(service.uppercased())_AMQP_URL")))
+            let database = try #require(URLComponents(string: try StackEnvironment.value(of: "\(service.uppercased())_DATABASE_URL")))
+            #expect(amqp.user == service && !(amqp.password ?? "").isEmpty)
+            #expect(database.user == "bazaar_\(service)" && !(database.password ?? "").isEmpty)
+        }
+        // Generated as 32 random bytes in hex; the services want at least 32 bytes.
+        #expect(try StackEnvironment.value(of: "AUTH_JWT_SECRET").utf8.count >= 32)
+    }
+
     @Test func statusSaysBothRun() throws {
         let output = try StackEnvironment.run(script, ["status"])
         #expect(output.contains("RabbitMQ runs"))
