@@ -78,6 +78,38 @@ struct SecurityTests {
         }
     }
 
+    /// amqps:// with the stack's CA, and Postgres with sslmode=verify-full: a whole saga over TLS.
+    @Test func theServicesRunOverTLSToTheBrokerAndTheDatabase() async throws {
+        let system = try await RunningSystem()
+        var amqps = try #require(URLComponents(string: try StackEnvironment.amqpsURL))
+        amqps.percentEncodedPath = URLComponents(string: system.vhost.amqpURL)!.percentEncodedPath
+        system.extraEnvironment = ["AMQP_URL": amqps.string!, "DATABASE_URL": try StackEnvironment.value(of: "DATABASE_TLS_URL")]
+        do {
+            try await system.start()
+            let shop = Shop(system)
+            try await shop.product("MUG-01", price: 1250, stock: 10)
+            try await shop.account("alice", balance: 10_000)
+            let id = try #require(try await shop.place("alice", ["MUG-01": 1]).1["orderId"] as? String)
+            #expect(try await shop.waitUntilSettled(id)["status"] as? String == "confirmed")
+
+            let plain = try await system.pool.query(
+                "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name LIKE $1 AND NOT s.ssl",
+                "%\(system.suffix)%").first!.decode(Int.self, at: 0)
+            let encrypted = try await system.pool.query(
+                "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name LIKE $1 AND s.ssl",
+                "%\(system.suffix)%").first!.decode(Int.self, at: 0)
+            #expect(plain == 0 && encrypted > 0, "\(plain) plain and \(encrypted) TLS database sessions")
+            let connections = try StackEnvironment.run(
+                try StackEnvironment.rabbitmqctl, ["-q", "list_connections", "--no-table-headers", "vhost", "ssl"])
+            let ours = connections.split(separator: "\n").filter { $0.hasPrefix(system.vhost.name) }
+            #expect(!ours.isEmpty && ours.allSatisfy { $0.hasSuffix("true") }, "\(ours)")
+        } catch {
+            await system.tearDown()
+            throw error
+        }
+        await system.tearDown()
+    }
+
     @Test func anOversizedBodyIsRefusedWith413() async throws {
         try await withSystem(start: [.order]) { system in
             let padding = String(repeating: " ", count: 70_000)
