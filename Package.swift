@@ -80,7 +80,7 @@ let package = Package(
         // The services: a library each (domain, handlers, API, migrations) and a screenful of main.
         .target(
             name: "OrderService", dependencies: ["ServiceKit"], path: "Services/Order/OrderService",
-            resources: [.copy("Migrations")]),
+            resources: [.copy("Migrations"), .copy("API/openapi.json")]),
         .executableTarget(name: "OrderMain", dependencies: ["OrderService", "ServiceKit"], path: "Services/Order/Main"),
         .target(
             name: "InventoryService", dependencies: ["ServiceKit"], path: "Services/Inventory/InventoryService",

@@ -96,3 +96,17 @@ public struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
         return try await next(request, context)
     }
 }
+
+extension Router {
+    /// Answers 405 Method Not Allowed, with an `Allow` header, for the methods `path` doesn't
+    /// serve: the path exists, so "not found" would be wrong. (HEAD comes with GET.)
+    public func refuseOtherMethods(on path: RouterPath, allowing allowed: [HTTPRequest.Method]) {
+        let allow = (allowed.contains(.get) ? allowed + [.head] : allowed).map(\.rawValue).joined(separator: ", ")
+        let others: [HTTPRequest.Method] = [.get, .head, .post, .put, .delete, .patch, .options, .trace, HTTPRequest.Method("QUERY")!]
+        for method in others where !allowed.contains(method) && !(method == .head && allowed.contains(.get)) {
+            on(path, method: method) { _, _ -> Response in
+                throw Problem(.methodNotAllowed, "\(path) allows \(allow)", headers: [.allow: allow])
+            }
+        }
+    }
+}

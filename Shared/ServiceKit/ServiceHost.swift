@@ -65,7 +65,7 @@ public enum ServiceHost {
     private static func serve(
         _ definition: ServiceDefinition, settings: ServiceSettings, dependencies: ServiceDependencies, logger: Logger
     ) async throws {
-        let router = Router(context: BasicRequestContext.self)
+        let router = Router(context: BasicRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.middlewares.add(ProblemMiddleware())
         // No request of these APIs comes near it (an order of 100 lines is ~5 KiB).
         router.middlewares.add(BodyLimitMiddleware(limit: 64 * 1024))
@@ -174,6 +174,8 @@ public enum ServiceHost {
 
     static func addHealthRoutes(to router: Router<BasicRequestContext>, _ dependencies: ServiceDependencies) {
         router.get("/health/live") { _, _ in HealthReport(status: "live", checks: [:]) }
+        router.refuseOtherMethods(on: "/health/live", allowing: [.get])
+        router.refuseOtherMethods(on: "/health/ready", allowing: [.get])
         router.get("/health/ready") { _, _ -> Response in
             var checks: [String: String] = [:]
             do {

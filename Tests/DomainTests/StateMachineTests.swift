@@ -55,6 +55,13 @@ struct OrderPlacementTests {
         #expect(throws: OrderRequestProblem.self) { try OrderPlacement.validate(customerId: customerId, items: items) }
     }
 
+    @Test func linesOfOneSkuThatAddUpToMoreThanALineMayHoldAreTooMuch() {
+        #expect(throws: OrderRequestProblem.tooMuch(sku: "A")) {
+            try OrderPlacement.validate(
+                customerId: "alice", items: [RequestedItem(sku: "A", quantity: 600), RequestedItem(sku: "A", quantity: 401)])
+        }
+    }
+
     @Test func anOrderHasAtMostAHundredLines() throws {
         let lines = (1...101).map { RequestedItem(sku: "SKU-\($0)", quantity: 1) }
         #expect(throws: OrderRequestProblem.self) { try OrderPlacement.validate(customerId: "alice", items: lines) }

@@ -32,6 +32,8 @@ struct InventoryRoutes {
         router.get("/products", use: list)
         router.get("/products/{sku}", use: show)
         router.put("/products/{sku}", use: put)
+        router.refuseOtherMethods(on: "/products", allowing: [.get])
+        router.refuseOtherMethods(on: "/products/{sku}", allowing: [.get, .put])
     }
 
     @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> [ProductBody] {

@@ -20,6 +20,7 @@ struct NotificationRoutes {
 
     func add(to router: Router<BasicRequestContext>) {
         router.get("/notifications", use: list)
+        router.refuseOtherMethods(on: "/notifications", allowing: [.get])
     }
 
     @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> [NotificationBody] {

@@ -52,7 +52,27 @@ struct OrderRoutes {
         router.get("/orders", use: list)
         router.get("/orders/{orderId}", use: show)
         router.post("/orders/{orderId}/cancel", use: cancel)
+        router.get("/openapi.json", use: openAPI)
+        router.refuseOtherMethods(on: "/orders", allowing: [.get, .post])
+        router.refuseOtherMethods(on: "/orders/{orderId}", allowing: [.get])
+        router.refuseOtherMethods(on: "/orders/{orderId}/cancel", allowing: [.post])
+        router.refuseOtherMethods(on: "/openapi.json", allowing: [.get])
     }
+
+    /// The API's OpenAPI document (`API/openapi.json`, kept beside this file and fuzzed against
+    /// the running service by the tests), public like the health routes.
+    @Sendable func openAPI(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: Self.openAPIDocument)))
+    }
+
+    static let openAPIDocument: [UInt8] = {
+        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json"), let data = try? Data(contentsOf: url) else {
+            fatalError("the order service's bundle lacks openapi.json")
+        }
+        return Array(data)
+    }()
 
     @Sendable func place(_ request: Request, context: BasicRequestContext) async throws -> EditedResponse<OrderBody> {
         let caller = try await dependencies.authenticator.caller(of: request)
@@ -67,6 +87,8 @@ struct OrderRoutes {
         let items: [RequestedItem]
         do {
             items = try OrderPlacement.validate(customerId: body.customerId, items: body.items)
+        } catch .tooMuch(let sku) {
+            throw Problem.unprocessable(OrderRequestProblem.tooMuch(sku: sku).description)
         } catch {
             throw Problem.badRequest(error.description)
         }

@@ -13,12 +13,18 @@ public struct RequestedItem: Sendable, Equatable, Codable {
 
 /// Why an order can't be placed as asked.
 public enum OrderRequestProblem: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A field is malformed or out of its range (HTTP 400).
     case invalid(String)
+    /// Every field is fine, but together they break a rule: the lines of one sku add up to more
+    /// than a line may hold (HTTP 422).
+    case tooMuch(sku: String)
+    /// Not in the catalogue (HTTP 422).
     case unknownSkus([String])
 
     public var description: String {
         switch self {
         case .invalid(let detail): detail
+        case .tooMuch(let sku): "the lines of \(sku) add up to more than \(OrderPlacement.quantityRange.upperBound)"
         case .unknownSkus(let skus): "unknown sku: \(skus.joined(separator: ", "))"
         }
     }
@@ -45,9 +51,7 @@ public enum OrderPlacement {
             }
             if let index = merged.firstIndex(where: { $0.sku == item.sku }) {
                 merged[index].quantity += item.quantity
-                guard quantityRange.contains(merged[index].quantity) else {
-                    throw .invalid("quantity of \(item.sku) must be at most \(quantityRange.upperBound)")
-                }
+                guard quantityRange.contains(merged[index].quantity) else { throw .tooMuch(sku: item.sku) }
             } else {
                 merged.append(item)
             }

@@ -29,6 +29,8 @@ struct PaymentRoutes {
         router.get("/accounts/{customerId}", use: showAccount)
         router.put("/accounts/{customerId}", use: putAccount)
         router.get("/payments", use: payments)
+        router.refuseOtherMethods(on: "/accounts/{customerId}", allowing: [.get, .put])
+        router.refuseOtherMethods(on: "/payments", allowing: [.get])
     }
 
     /// A customer's own account, or any for an admin; someone else's is "not found".
