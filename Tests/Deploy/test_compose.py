@@ -4,6 +4,7 @@
 - every variable a service is given is one the service reads (ServiceSettings.environmentKeys
   in Shared/ServiceKit/ServiceSettings.swift, plus the order service's own);
 - every ${VARIABLE} it needs is in .env.example, and .env itself is not committed;
+- every service is given the one token secret, AUTH_JWT_SECRET, from .env and required there;
 - each service connects as its own broker user and database role, the ones the definitions
   template and the init script create.
 """
@@ -55,6 +56,20 @@ def test_every_needed_variable_is_in_env_example_and_env_is_not_committed():
     assert needed <= example, f"missing from .env.example: {needed - example}"
     tracked = subprocess.run(["git", "ls-files", ".env"], cwd=ROOT, capture_output=True, text=True).stdout
     assert tracked.strip() == ""
+
+
+def test_every_service_gets_the_shared_token_secret_from_env():
+    common, _ = variables_services_read()
+    assert "AUTH_JWT_SECRET" in common
+    for name in SERVICES:
+        value = compose()["services"][name]["environment"]["AUTH_JWT_SECRET"]
+        # Required (`:?`): a service without it refuses to start, so compose refuses first.
+        assert re.fullmatch(r"\$\{AUTH_JWT_SECRET:\?[^}]+\}", value), f"{name}: AUTH_JWT_SECRET is {value!r}"
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if "=" in line and not line.startswith("#"))
+    # No usable default: a published key would sign anyone's tokens. The comment says how to make one.
+    assert example["AUTH_JWT_SECRET"] == ""
+    assert "openssl rand -hex 32" in (ROOT / ".env.example").read_text()
 
 
 def test_each_service_uses_its_own_credentials_which_the_broker_and_database_create():

@@ -34,12 +34,26 @@ PORT = {"order": 8080, "inventory": 8081, "payment": 8082, "notification": 8083}
 SCHEMA = {"order": "orders", "inventory": "inventory", "payment": "payments", "notification": "notifications"}
 EXCHANGE = {"order": "orders", "inventory": "inventory", "payment": "payments", "notification": "notifications"}
 DB_ROLE = {service: f"bazaar_{service}" for service in SERVICES}
-# Every environment variable a service reads (ServiceSettings.environmentKeys), plus order's own.
-SERVICE_ENV = {
-    "HTTP_HOST", "HTTP_PORT", "AMQP_URL", "DATABASE_URL", "DATABASE_SCHEMA", "DATABASE_POOL_SIZE", "AMQP_PREFETCH",
-    "INSTANCE_NAME", "LOG_LEVEL", "OUTBOX_POLL_INTERVAL_MS", "OUTBOX_RETENTION_HOURS", "AMQP_DECLARE_TOPOLOGY",
+
+
+def variables_services_read():
+    """Every environment variable a service reads (ServiceSettings.environmentKeys), and order's own."""
+    source = (ROOT / "Shared/ServiceKit/ServiceSettings.swift").read_text()
+    block = re.search(r"environmentKeys = \[(.*?)\]", source, flags=re.S).group(1)
+    order = (ROOT / "Services/Order/OrderService/OrderSettings.swift").read_text()
+    return set(re.findall(r'"([A-Z_]+)"', block)), set(re.findall(r'environment\["([A-Z_]+)"\]', order))
+
+
+SERVICE_ENV, ORDER_ENV = variables_services_read()
+# What every Deployment sets (the rest of SERVICE_ENV is optional, with defaults).
+REQUIRED_ENV = {
+    "HTTP_HOST", "HTTP_PORT", "AMQP_URL", "DATABASE_URL", "DATABASE_SCHEMA", "INSTANCE_NAME", "OUTBOX_POLL_INTERVAL_MS",
+    "OUTBOX_RETENTION_HOURS", "AMQP_DECLARE_TOPOLOGY", "AUTH_JWT_SECRET",
 }
-ORDER_ENV = {"ORDER_PENDING_TIMEOUT_SECONDS"}
+# The HS256 key of the APIs' bearer tokens: one Secret, shared by the four services.
+AUTH_SECRET, AUTH_SECRET_KEY = "bazaar-auth", "jwt-secret"
+MINIMUM_AUTH_SECRET_BYTES = int(re.search(  # the services refuse a shorter one
+    r"minimumSecretBytes = (\d+)", (ROOT / "Shared/Auth/TokenAuthority.swift").read_text()).group(1))
 CORE_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Namespace", "Secret"}
 
 # ---- the broker topology: the contract ----------------------------------------------------------
@@ -248,6 +262,8 @@ def test_every_manifest_file_is_used_and_no_secret_is_committed_to_a_kustomizati
 def test_overlays_render_the_expected_objects(overlay):
     name, documents = overlay
     expected = {("Namespace", NAMESPACE), ("RabbitmqCluster", CLUSTER), ("Cluster", "bazaar-postgres")}
+    if name == "local":
+        expected.add(("Secret", AUTH_SECRET))
     for service in SERVICES:
         expected |= {(kind, service) for kind in ("ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler")}
         expected |= {("User", f"user-{service}"), ("Permission", f"permission-{service}"),
@@ -307,6 +323,9 @@ def test_local_secrets_are_consistent():
     secrets = {s["metadata"]["name"]: s for s in of_kind(documents, "Secret")}
     for secret_name, key in referenced_secret_keys(documents):
         assert secret_name in secrets and secret_value(secrets[secret_name], key), f"{secret_name}.{key} is missing"
+    jwt_secret = secret_value(secrets[AUTH_SECRET], AUTH_SECRET_KEY)
+    assert "local" in jwt_secret and len(jwt_secret.encode()) >= MINIMUM_AUTH_SECRET_BYTES, \
+        "the services refuse a token secret under 32 bytes"
     roles = {r["name"]: r for r in named(documents, "Cluster", "bazaar-postgres")["spec"]["managed"]["roles"]}
     for service in SERVICES:
         amqp, db = secrets[f"{service}-amqp"], secrets[f"{service}-db"]
@@ -344,11 +363,13 @@ def test_deployments(overlay):
         assert len(names) == len(env) + len(config), "a variable is set twice"
         allowed = SERVICE_ENV | (ORDER_ENV if service == "order" else set())
         assert names <= allowed, f"{service}: variables the service doesn't read: {names - allowed}"
-        assert names >= SERVICE_ENV - {"AMQP_PREFETCH", "DATABASE_POOL_SIZE", "LOG_LEVEL"}
+        assert REQUIRED_ENV <= SERVICE_ENV and names >= REQUIRED_ENV, f"{service}: missing {REQUIRED_ENV - names}"
         for secret in ("AMQP_URL", "DATABASE_URL"):
             assert "value" not in env[secret] and env[secret]["valueFrom"]["secretKeyRef"]["key"] == "url"
         assert env["AMQP_URL"]["valueFrom"]["secretKeyRef"]["name"] == f"{service}-amqp"
         assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == f"{service}-db"
+        assert "value" not in env["AUTH_JWT_SECRET"], "the token secret comes from a Secret"
+        assert env["AUTH_JWT_SECRET"]["valueFrom"] == {"secretKeyRef": {"name": AUTH_SECRET, "key": AUTH_SECRET_KEY}}
         assert env["INSTANCE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         assert config["HTTP_HOST"] == "0.0.0.0" and config["HTTP_PORT"] == str(PORT[service])
         assert config["DATABASE_SCHEMA"] == SCHEMA[service]

@@ -81,7 +81,7 @@ struct OrderRoutes {
             throw Problem(.forbidden, "a customer may place orders only for themselves")
         }
         let idempotencyKey = request.headers.first { $0.name.canonicalName == "idempotency-key" }?.value
-        if let idempotencyKey, idempotencyKey.isEmpty || idempotencyKey.utf8.count > 200 {
+        if let idempotencyKey, idempotencyKey.isEmpty || idempotencyKey.unicodeScalars.count > 200 {
             throw Problem.badRequest("Idempotency-Key must be 1 to 200 characters")
         }
         let items: [RequestedItem]
@@ -146,10 +146,10 @@ struct OrderRoutes {
         let caller = try await dependencies.authenticator.caller(of: request)
         var customerId = request.uri.queryParameters.get("customerId").map { String($0) }
         if customerId == nil, case .customer(let own) = caller { customerId = own }
-        guard let customerId, !customerId.isEmpty, customerId.utf8.count <= OrderPlacement.maximumCustomerIdLength,
+        guard let customerId, !customerId.isEmpty, customerId.unicodeScalars.count <= OrderPlacement.maximumCustomerIdLength,
             !customerId.containsControlCharacters
         else {
-            throw Problem.badRequest("the customerId query parameter is required (1 to 128 bytes, without control characters)")
+            throw Problem.badRequest("the customerId query parameter is required (1 to 128 characters, without control characters)")
         }
         guard caller.mayAccess(customer: customerId) else { throw Problem.notFound("no orders of customer \(customerId)") }
         let store = store

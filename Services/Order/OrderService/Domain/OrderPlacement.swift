@@ -38,7 +38,7 @@ public enum OrderPlacement {
 
     /// Validates the request and merges repeated skus (their quantities add up).
     public static func validate(customerId: String, items: [RequestedItem]) throws(OrderRequestProblem) -> [RequestedItem] {
-        guard !customerId.isEmpty, customerId.utf8.count <= maximumCustomerIdLength, !customerId.containsControlCharacters else {
+        guard !customerId.isEmpty, customerId.unicodeScalars.count <= maximumCustomerIdLength, !customerId.containsControlCharacters else {
             throw .invalid("customerId must be 1 to \(maximumCustomerIdLength) characters, without control characters")
         }
         guard !items.isEmpty else { throw .invalid("an order needs at least one item") }
