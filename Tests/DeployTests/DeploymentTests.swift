@@ -19,7 +19,7 @@ struct DeploymentTests {
     // MARK: RabbitMQ definitions
 
     @Test func theDefinitionsDeclareExactlyTheTopologyTheServicesWouldDeclare() throws {
-        let definitions = try Self.definitions(rendered: false)
+        let definitions = try Self.definitions()
         let topology = ServiceTopology.system()
 
         let exchanges = Set((definitions["exchanges"] as! [[String: Any]]).map { "\($0["name"]!):\($0["type"]!)" })
@@ -46,7 +46,7 @@ struct DeploymentTests {
     }
 
     @Test func eachServiceUserMayOnlyWriteItsOwnExchangeAndReadItsOwnQueue() throws {
-        let definitions = try Self.definitions(rendered: false)
+        let definitions = try Self.definitions()
         let users = (definitions["users"] as! [[String: Any]]).map { $0["name"] as! String }
         #expect(!users.contains("guest"))
         let permissions = definitions["permissions"] as! [[String: Any]]
@@ -71,38 +71,15 @@ struct DeploymentTests {
     }
 
     @Test func loadedIntoTheBrokerTheDefinitionsLetEachServiceDoItsJobAndNothingElse() async throws {
-        let vhost = "deploy-test-\(UUID().uuidString.prefix(8).lowercased())"
-        var rendered = try Self.definitions(rendered: true)
         // Into a virtual host of its own, so the test can't disturb anything else on the broker.
-        rendered["vhosts"] = [["name": vhost]]
-        for key in ["permissions", "topic_permissions", "exchanges", "queues", "bindings"] {
-            rendered[key] = (rendered[key] as! [[String: Any]]).map { var item = $0; item["vhost"] = vhost; return item }
-        }
-        // Users are broker-wide: the services' users get names of the test's own, so the local
-        // stack's users (same names as the definitions') are left alone.
-        func testUser(_ item: [String: Any], key: String) -> [String: Any] {
-            var item = item
-            if let service = ServiceName(rawValue: item[key] as! String) { item[key] = Self.testUser(service, vhost: vhost) }
-            return item
-        }
-        rendered["users"] = (rendered["users"] as! [[String: Any]]).filter { ($0["tags"] as? [String])?.isEmpty ?? true }
-            .map { testUser($0, key: "name") }
-        rendered["permissions"] = (rendered["permissions"] as! [[String: Any]]).filter { ServiceName(rawValue: $0["user"] as! String) != nil }
-            .map { testUser($0, key: "user") }
-        rendered["topic_permissions"] = (rendered["topic_permissions"] as! [[String: Any]]).map { testUser($0, key: "user") }
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("\(vhost).json")
-        try JSONSerialization.data(withJSONObject: rendered).write(to: file)
-        let rabbitmqctl = try StackEnvironment.rabbitmqctl
-        try StackEnvironment.run(rabbitmqctl, ["-q", "import_definitions", file.path])
+        let vhost = try TemporaryVirtualHost.create(prefix: "deploy-test")
+        let users = try ServiceUsers.load(into: vhost)
         defer {
-            _ = try? StackEnvironment.run(rabbitmqctl, ["-q", "delete_vhost", vhost])
-            for service in ServiceName.allCases {
-                _ = try? StackEnvironment.run(rabbitmqctl, ["-q", "delete_user", Self.testUser(service, vhost: vhost)])
-            }
-            try? FileManager.default.removeItem(at: file)
+            vhost.delete()
+            users.delete()
         }
 
-        let order = try await connect(as: .order, vhost: vhost)
+        let order = try await connect(as: .order, users: users)
         // Its own events, on its own exchange: yes.
         try await order.publish(OutgoingMessage(exchange: "orders", routingKey: OrderPlaced.routingKey, body: [1]))
         // Another service's exchange, or another service's routing key on its own: refused.
@@ -124,7 +101,7 @@ struct DeploymentTests {
         await order.close()
 
         // The event it published reached inventory's queue, by the definitions' bindings.
-        let inventory = try await connect(as: .inventory, vhost: vhost)
+        let inventory = try await connect(as: .inventory, users: users)
         let deliveries = try await inventory.consume(queue: "inventory")
         let first = try await within(.seconds(10)) {
             var iterator = deliveries.makeAsyncIterator()
@@ -141,28 +118,17 @@ struct DeploymentTests {
         await inventory.close()
     }
 
-    private func connect(as service: ServiceName, vhost: String) async throws -> AMQPConnection {
-        var configuration = try AMQPConfiguration(url: try StackEnvironment.amqpURL, connectionName: "deploy-test-\(service)")
-        (configuration.user, configuration.password, configuration.virtualHost) =
-            (Self.testUser(service, vhost: vhost), "test-\(service.rawValue)", vhost)
+    private func connect(as service: ServiceName, users: ServiceUsers) async throws -> AMQPConnection {
+        let configuration = try AMQPConfiguration(url: try users.amqpURL(of: service.rawValue), connectionName: "deploy-test-\(service)")
         return try await AMQPConnection.connect(configuration, logger: Logger(label: "deploy-tests"))
     }
 
     /// What a service needs to build its settings.
     static let settings = ["AUTH_JWT_SECRET": String(repeating: "k", count: 32)]
 
-    static func testUser(_ service: ServiceName, vhost: String) -> String { "\(vhost)-\(service.rawValue)" }
-
-    /// The definitions template, with test passwords rendered in as start.sh would.
-    static func definitions(rendered: Bool) throws -> [String: Any] {
-        var text = try String(contentsOf: deploy.appendingPathComponent("rabbitmq/definitions.template.json"), encoding: .utf8)
-        if rendered {
-            text = text.replacingOccurrences(of: "${RABBITMQ_ADMIN_USER}", with: "deploy-test-admin")
-                .replacingOccurrences(of: "${RABBITMQ_ADMIN_PASSWORD}", with: "test-admin")
-            for service in ServiceName.allCases {
-                text = text.replacingOccurrences(of: "${\(service.rawValue.uppercased())_AMQP_PASSWORD}", with: "test-\(service.rawValue)")
-            }
-        }
+    /// The definitions template (unrendered: the placeholders left in).
+    static func definitions() throws -> [String: Any] {
+        let text = try String(contentsOf: deploy.appendingPathComponent("rabbitmq/definitions.template.json"), encoding: .utf8)
         return try JSONSerialization.jsonObject(with: Data(text.utf8)) as! [String: Any]
     }
 

@@ -43,8 +43,14 @@ final class RunningSystem: @unchecked Sendable {
     /// Where `swift build` put the executables: beside the test bundle.
     static let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
 
-    init(environment: [String: String] = [:]) async throws {
+    /// The deployment's broker users, when the services run as them (`serviceUsers: true`).
+    private(set) var users: ServiceUsers?
+
+    /// - Parameter serviceUsers: run each service as its own broker user, with the deployment's
+    ///   definitions loaded into the virtual host (otherwise all run as the stack's admin).
+    init(environment: [String: String] = [:], serviceUsers: Bool = false) async throws {
         vhost = try TemporaryVirtualHost.create(prefix: "e2e")
+        if serviceUsers { users = try ServiceUsers.load(into: vhost) }
         logDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("bazaar-\(suffix)")
         try FileManager.default.createDirectory(at: logDirectory, withIntermediateDirectories: true)
         pool = PostgresPool(
@@ -72,11 +78,18 @@ final class RunningSystem: @unchecked Sendable {
         let process = Process()
         process.executableURL = executable
         var environment = ProcessInfo.processInfo.environment
-        environment["AMQP_URL"] = amqpURLOverride ?? vhost.amqpURL
-        // Every service logs in as the admin of the throw-away virtual host, so that is the user
-        // each one's events carry (the broker-user checks themselves: LocalStackTests, DeployTests).
-        let user = URLComponents(string: vhost.amqpURL)?.user ?? "bazaar"
-        environment["AMQP_PUBLISHER_USERS"] = Service.allCases.map { "\($0.rawValue)=\(user)" }.joined(separator: ",")
+        if let users {
+            environment["AMQP_URL"] = try users.amqpURL(of: service.rawValue)
+            environment["AMQP_DECLARE_TOPOLOGY"] = "none"  // the definitions did; the users may not
+            environment["AMQP_PUBLISHER_USERS"] = Service.allCases.map { "\($0.rawValue)=\(ServiceUsers.user($0.rawValue, in: vhost))" }
+                .joined(separator: ",")
+        } else {
+            environment["AMQP_URL"] = amqpURLOverride ?? vhost.amqpURL
+            // Every service logs in as the admin of the throw-away virtual host, so that is the
+            // user each one's events carry.
+            let user = URLComponents(string: vhost.amqpURL)?.user ?? "bazaar"
+            environment["AMQP_PUBLISHER_USERS"] = Service.allCases.map { "\($0.rawValue)=\(user)" }.joined(separator: ",")
+        }
         environment["DATABASE_URL"] = try StackEnvironment.databaseURL
         environment["DATABASE_SCHEMA"] = schema(service)
         environment["HTTP_PORT"] = "\(port)"
@@ -154,6 +167,7 @@ final class RunningSystem: @unchecked Sendable {
         for service in Service.allCases { _ = try? await pool.execute("DROP SCHEMA IF EXISTS \(schema(service)) CASCADE") }
         await pool.shutdown()
         vhost.delete()
+        users?.delete()
         try? FileManager.default.removeItem(at: logDirectory)
     }
 

@@ -1,5 +1,7 @@
+import AMQP
 import Auth
 import Foundation
+import Logging
 import Postgres
 import TestSupport
 import Testing
@@ -103,6 +105,61 @@ struct SecurityTests {
                 try StackEnvironment.rabbitmqctl, ["-q", "list_connections", "--no-table-headers", "vhost", "ssl"])
             let ours = connections.split(separator: "\n").filter { $0.hasPrefix(system.vhost.name) }
             #expect(!ours.isEmpty && ours.allSatisfy { $0.hasSuffix("true") }, "\(ours)")
+        } catch {
+            await system.tearDown()
+            throw error
+        }
+        await system.tearDown()
+    }
+
+    /// The services run as the deployment's broker users. Another service's user can't publish
+    /// to the payments exchange at all; what it may publish on its own exchange, and what the
+    /// admin publishes anywhere, carry their own `user-id` — never payment's — and are parked.
+    @Test func aPaymentCapturedForgedByAnotherUserNeverConfirmsAnOrder() async throws {
+        let system = try await RunningSystem(serviceUsers: true)
+        do {
+            try await system.start()
+            let shop = Shop(system)
+            try await shop.product("MUG-01", price: 1250, stock: 10)
+            try await shop.account("alice", balance: 10_000)
+            system.stop(.inventory)  // the order stays pending: nothing real will answer it
+            let (_, placed) = try await shop.place("alice", ["MUG-01": 1])
+            let orderId = try #require(placed["orderId"] as? String)
+            func forged() -> [UInt8] {
+                Array(
+                    """
+                    {"eventId":"\(UUID())","type":"PaymentCaptured","version":1,"occurredAt":"2026-11-23T20:36:01.123Z",\
+                    "correlationId":"\(orderId)","source":"payment",\
+                    "data":{"orderId":"\(orderId)","paymentId":"\(UUID())","customerId":"alice","amount":1250}}
+                    """.utf8)
+            }
+            let logger = Logger(label: "e2e")
+            let inventory = try await AMQPConnection.connect(
+                try AMQPConfiguration(url: try system.users!.amqpURL(of: "inventory")), logger: logger)
+            await #expect(throws: AMQPError.self, "inventory's user published to the payments exchange") {
+                try await inventory.publish(
+                    OutgoingMessage(
+                        exchange: "payments", routingKey: "payment.captured.v1", body: forged(),
+                        properties: AMQPProperties(userId: inventory.user)))
+            }
+            // Its own exchange and a routing key it may use, which order consumes.
+            try await inventory.publish(
+                OutgoingMessage(
+                    exchange: "inventory", routingKey: "stock.rejected.v1", body: forged(),
+                    properties: AMQPProperties(userId: inventory.user)))
+            await inventory.close()
+            let admin = try await AMQPConnection.connect(try AMQPConfiguration(url: system.vhost.amqpURL), logger: logger)
+            try await admin.publish(
+                OutgoingMessage(
+                    exchange: "payments", routingKey: "payment.captured.v1", body: forged(),
+                    properties: AMQPProperties(userId: admin.user)))
+
+            try await shop.eventually { try await admin.queueStatus("order.dlq").messages == 2 }
+            await admin.close()
+            #expect(try await shop.order(orderId)["status"] as? String == "pending")
+            #expect(try await system.pool.query(
+                "SELECT count(*) FROM \(system.schema(.order)).inbox WHERE event_type = 'PaymentCaptured'").first!.decode(Int.self, at: 0) == 0)
+            #expect(system.log(of: .order).contains("untrusted_source"))
         } catch {
             await system.tearDown()
             throw error
