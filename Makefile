@@ -69,14 +69,14 @@ chaos: python-tools ## The chaos suite: 2 instances per service, faults under lo
 # Python tools from PyPI, in a virtual environment of our own (Debian's python3 refuses pip
 # installs): jsonschema for the event schemas; check-jsonschema (the Compose specification),
 # kubernetes-validate and PyYAML for the deployment files; pytest runs those; schemathesis fuzzes
-# the order API from its OpenAPI document.
+# the order API from its OpenAPI document; pika lets the chaos suite publish as a service's user.
 python-tools:
 	@$(STACK) packages
 	@[ -x $(VENV)/bin/python3 ] || python3 -m venv $(VENV)
-	@$(VENV)/bin/python3 -c 'import jsonschema, rfc3339_validator, yaml, kubernetes_validate, check_jsonschema, pytest, schemathesis' 2>/dev/null \
+	@$(VENV)/bin/python3 -c 'import jsonschema, rfc3339_validator, yaml, kubernetes_validate, check_jsonschema, pytest, schemathesis, pika' 2>/dev/null \
 	  || { echo "==> installing the Python test tools (PyPI) into $(VENV)"; \
 	       $(VENV)/bin/python3 -m pip install -q --disable-pip-version-check \
-	         jsonschema rfc3339-validator check-jsonschema kubernetes-validate pyyaml pytest schemathesis; }
+	         jsonschema rfc3339-validator check-jsonschema kubernetes-validate pyyaml pytest schemathesis pika; }
 
 clean: ## Remove build output (not the stack's data: make stop, then rm -rf .run)
 	rm -rf .build

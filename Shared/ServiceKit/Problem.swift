@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Postgres
 
 /// An HTTP error as RFC 9457 describes it, sent as `application/problem+json`:
 /// `{"type": "about:blank", "title": "Unprocessable Content", "status": 422, "detail": "unknown sku: X"}`.
@@ -63,6 +64,11 @@ public struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as HTTPError {
             let detail = error.body ?? (error.status == .notFound ? "no such resource: \(request.uri.path)" : error.status.reasonPhrase)
             return try Problem(error.status, detail).response(from: request, context: context)
+        } catch let error as PostgresError where error.isTransient {
+            // Not the request's fault, and it may pass: 503 tells a client it can try again.
+            context.logger.warning("database unavailable answering \(request.method) \(request.uri.path): \(error)")
+            return try Problem(.serviceUnavailable, "the database is unavailable; try again shortly", headers: [.retryAfter: "1"])
+                .response(from: request, context: context)
         } catch is DecodingError {
             return try Problem.badRequest("the body is not the JSON this endpoint expects").response(from: request, context: context)
         } catch {

@@ -298,6 +298,28 @@ struct SagaTests {
         await system.tearDown()
     }
 
+    @Test func whileTheDatabaseIsUnreachableRequestsAreAnswered503() async throws {
+        let system = try await RunningSystem()
+        var database = try #require(URLComponents(string: try StackEnvironment.databaseURL))
+        let proxy = try TCPProxy(upstreamPort: database.port!)
+        defer { proxy.stop() }
+        database.port = proxy.port
+        system.extraEnvironment = ["DATABASE_URL": database.string!]
+        do {
+            try await system.start([.order])
+            proxy.stop()  // every database connection closes; new ones are refused
+            let body = Data(#"{"customerId":"alice","items":[{"sku":"MUG-01","quantity":1}]}"#.utf8)
+            let (status, contentType, json) = try await HTTP.exchange(
+                "POST", "\(system.url(.order))/orders", body: body, as: .customer("alice"))
+            #expect(status == 503, "\((json as? [String: Any])?["detail"] ?? "")")
+            #expect(contentType == "application/problem+json")
+        } catch {
+            await system.tearDown()
+            throw error
+        }
+        await system.tearDown()
+    }
+
     // MARK: Shared scenario
 
     /// `orders` customers order one unit each, all at once, of a product with `units` in stock.
