@@ -128,7 +128,7 @@ let package = Package(
                 // Built for their executables, which the tests start as real processes.
                 "OrderMain", "InventoryMain", "PaymentMain", "NotificationMain", "BazaarCLI",
             ],
-            path: "Tests/EndToEndTests"),
+            path: "Tests/EndToEndTests", exclude: ["schemathesis.toml"]),
         .testTarget(
             name: "DeployTests",
             dependencies: ["TestSupport", "AMQP", "Postgres", "Contracts", "EventRuntime", "OrderService", "PaymentService"],
