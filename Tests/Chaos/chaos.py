@@ -57,7 +57,10 @@ PROFILES = {
     # Crash probabilities are per event (each crash point is passed once or more per event): at
     # these rates both give a crash every few seconds across the eight instances.
     "ci": {"orders": 1500, "rate": 20.0, "cycles": 1, "cut": (10.0, 12.0), "crash_probability": 0.001},
-    "full": {"orders": 10_000, "rate": 50.0, "cycles": 3, "cut": (10.0, 30.0), "crash_probability": 0.0004},
+    # 25/s leaves the eight instances (and their Python proxies) room to catch up after an outage
+    # on two cores; at 50/s the backlog of a 20 s outage never clears while the load lasts, and
+    # most orders end timed_out (consistently, but it exercises the compensations, not the saga).
+    "full": {"orders": 10_000, "rate": 25.0, "cycles": 3, "cut": (10.0, 30.0), "crash_probability": 0.0004},
 }
 TERMINAL_WAIT = 60.0  # after the last fault healed: every accepted order final by then (I1)
 DRAIN_WAIT = 60.0  # then: outboxes and queues empty
@@ -84,8 +87,8 @@ def parse_arguments():
         epilog="Profiles:\n"
                "  ci    1,500 orders at 20/s, each kind of fault at least once, cuts of 10-12 s;\n"
                "        about 2 minutes from stack start to verdict\n"
-               "  full  10,000 orders at 50/s, each kind of fault three times, cuts of 10-30 s;\n"
-               "        about 5 minutes\n\n"
+               "  full  10,000 orders at 25/s, each kind of fault three times, cuts of 10-30 s;\n"
+               "        about 8 minutes\n\n"
                "Invariants checked:\n" + "\n".join(f"  {k}  {v}" for k, v in INVARIANTS.items())
                + "\n\n" + __doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
