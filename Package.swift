@@ -101,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "BazaarCLI",
             dependencies: [
-                "AMQP", "Postgres", "Contracts", "Auth",
+                "AMQP", "Postgres", "Contracts", "Auth", "EventRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),

@@ -377,7 +377,8 @@ init_postgres_roles() {
   local -a environment=(PGHOST=127.0.0.1 PGPORT="$pg_port" PGPASSWORD="$admin_password" PGCONNECT_TIMEOUT=10
     POSTGRES_USER="$admin_user" POSTGRES_DB=bazaar)
   for name in "${services[@]}"; do environment+=("${name^^}_DB_PASSWORD=${secret[${name^^}_DB_PASSWORD]}"); done
-  output=$(env "${environment[@]}" bash "$repo/deploy/postgres/init.sh" 2>&1) \
+  # Exported in a subshell, not passed to env(1): the passwords stay out of the process list.
+  output=$(for assignment in "${environment[@]}"; do export "${assignment?}"; done; bash "$repo/deploy/postgres/init.sh" 2>&1) \
     || { printf '%s\n' "$output" >&2; fail "deploy/postgres/init.sh failed (above)"; }
   # A stack that an older version ran its services on as the admin has the schemas, owned by the
   # admin: hand each (with its tables, data kept) to its service's role, or the service can't use it.
@@ -444,15 +445,19 @@ EOF
   echo "ADMIN_TOKEN=$(admin_token "${secret[AUTH_JWT_SECRET]}")"
 }
 
-# A JWT (HS256) for the admin, made with openssl as the services verify it (Shared/Auth).
+# A JWT (HS256) for the admin, as the services verify it (Shared/Auth). python3's hmac, with the
+# key in its environment: on openssl's command line it would show in the process list.
 admin_token() {
-  local key=$1 now header payload signature
-  now=$(date +%s)
-  b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-  header=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
-  payload=$(printf '{"sub":"admin","role":"admin","iat":%d,"exp":%d}' "$now" $((now + 30 * 24 * 3600)) | b64url)
-  signature=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -hmac "$key" -binary | b64url)
-  printf '%s.%s.%s' "$header" "$payload" "$signature"
+  BAZAAR_TOKEN_KEY=$1 python3 - <<'PY'
+import base64, hmac, hashlib, json, os, time
+def b64url(data): return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+now = int(time.time())
+header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+claims = {"sub": "admin", "role": "admin", "iat": now, "exp": now + 30 * 24 * 3600}
+payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
+signature = hmac.new(os.environ["BAZAAR_TOKEN_KEY"].encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+print(f"{header}.{payload}.{b64url(signature)}", end="")
+PY
 }
 
 write_env() {

@@ -60,6 +60,13 @@ public struct PostgresError: Error, Sendable, Equatable, CustomStringConvertible
     /// operation is safe to repeat.
     public var isConnectionLost: Bool { kind == .connectionLost }
 
+    /// The server could not be reached, or refused the session before anything ran: a request
+    /// that failed so did nothing, and may be sent again as it is. (Unlike a connection lost
+    /// mid-transaction, which may have committed.)
+    public var isServerUnavailable: Bool {
+        kind == .connectionFailed || (kind == .server && ["57P03", "53300"].contains(sqlState ?? ""))
+    }
+
     /// A failure of the database or of the session, not of the statement: the same work can
     /// succeed once the server is back (unreachable, restarting, the backend terminated) or on a
     /// second try (a serialization failure or deadlock, which roll the transaction back).

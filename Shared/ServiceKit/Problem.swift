@@ -64,8 +64,10 @@ public struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as HTTPError {
             let detail = error.body ?? (error.status == .notFound ? "no such resource: \(request.uri.path)" : error.status.reasonPhrase)
             return try Problem(error.status, detail).response(from: request, context: context)
-        } catch let error as PostgresError where error.isTransient {
-            // Not the request's fault, and it may pass: 503 tells a client it can try again.
+        } catch let error as PostgresError where error.isServerUnavailable {
+            // Nothing was done, and it may pass: 503 tells a client it can try again. (A connection
+            // lost mid-request stays a 500: its transaction may have committed, and a blind retry
+            // of a POST without an Idempotency-Key could place a second order.)
             context.logger.warning("database unavailable answering \(request.method) \(request.uri.path): \(error)")
             return try Problem(.serviceUnavailable, "the database is unavailable; try again shortly", headers: [.retryAfter: "1"])
                 .response(from: request, context: context)

@@ -75,6 +75,30 @@ struct CLITests {
         }
     }
 
+    /// Parking headers on a message the consumer didn't park are a publisher's claim: a replay
+    /// must not turn them into a route or a publisher.
+    @Test func replayIgnoresParkingHeadersTheConsumerDidNotWrite() async throws {
+        try await withSystem(start: [.order]) { system in
+            let connection = try await AMQPConnection.connect(try AMQPConfiguration(url: system.vhost.amqpURL), logger: .init(label: "e2e"))
+            // Straight into the dead-letter queue, dressed up as a parked PaymentCaptured, by a
+            // user that is not the order service's.
+            try await connection.publish(
+                OutgoingMessage(
+                    exchange: "", routingKey: "order.dlq", body: Array(#"{"forged":true}"#.utf8),
+                    properties: AMQPProperties(
+                        headers: [
+                            "x-bazaar-original-exchange": "payments", "x-bazaar-original-routing-key": "payment.captured.v1",
+                            "x-bazaar-original-user-id": "payment", "x-bazaar-reason": "retries_exhausted",
+                        ], messageId: "forged-1", type: "PaymentCaptured", userId: "intruder-\(UUID().uuidString.prefix(4))")))
+            await connection.close()
+            let replayed = try bazaar(
+                system, ["dlq", "replay", "forged-1", "--queue", "order.dlq"],
+                environment: ["AMQP_PUBLISHER_USERS": "order=order"])
+            #expect(replayed.status != 0)
+            #expect(replayed.output.contains("skipped forged-1: its original exchange and routing key are unknown"), "\(replayed.output)")
+        }
+    }
+
     @Test func purgePrintsWhatItDrops() async throws {
         try await withSystem { system in
             let connection = try await AMQPConnection.connect(try AMQPConfiguration(url: system.vhost.amqpURL), logger: .init(label: "e2e"))
@@ -148,6 +172,9 @@ struct CLITests {
             environment["AMQP_URL"] = system.vhost.amqpURL
             environment["DATABASE_URL"] = try StackEnvironment.databaseURL
             environment["AUTH_JWT_SECRET"] = TestTokens.secret
+            // As for the services: the admin of the test's virtual host publishes for all of them.
+            let user = URLComponents(string: system.vhost.amqpURL)?.user ?? "bazaar"
+            environment["AMQP_PUBLISHER_USERS"] = RunningSystem.Service.allCases.map { "\($0.rawValue)=\(user)" }.joined(separator: ",")
             for service in RunningSystem.Service.allCases {
                 environment["\(service.rawValue.uppercased())_URL"] = system.url(service)
                 environment["\(service.rawValue.uppercased())_SCHEMA"] = system.schema(service)

@@ -54,6 +54,13 @@ struct SecurityTests {
                 as: .customer("bob"))
             #expect(refused == 403)
             #expect(try await HTTP.get("\(system.url(.payment))/accounts/alice", as: .customer("bob")).0 == 404)
+            // Payments and notifications of alice's order: hers to see, not bob's.
+            _ = try await shop.waitUntilSettled(id)
+            for url in ["\(system.url(.payment))/payments?orderId=\(id)", "\(system.url(.notification))/notifications?orderId=\(id)"] {
+                try await shop.eventually { (try await HTTP.get(url, as: .customer("alice")).1 as? [Any])?.isEmpty == false }
+                let (status, seenByBob) = try await HTTP.get(url, as: .customer("bob"))
+                #expect(status == 200 && (seenByBob as? [Any])?.isEmpty == true, "\(url): \(seenByBob ?? "")")
+            }
 
             // Bob's attempt changed nothing; alice's order goes on, and she may cancel it; the admin may read it.
             #expect(try await shop.waitUntilSettled(id)["status"] as? String == "confirmed")

@@ -57,6 +57,36 @@ final class RuntimeIntegrationTests {
         }
     }
 
+    /// Shutting down, the relay makes one last pass: a row committed without a wake-up (no
+    /// NOTIFY, and a poll interval far beyond the test) goes out only because of it.
+    @Test func aCancelledRelayPublishesWhatIsCommittedBeforeItStops() async throws {
+        try await withEnvironment { env in
+            let queue = try await env.bindQueue(to: OrderPlaced.self)
+            let relay = env.relay(pollInterval: .seconds(600))
+            let running = Task { try await relay.run() }
+            // It leads once it published a first event (woken by that event's NOTIFY).
+            try await env.pool.transaction { tx in try env.outbox.append(Self.orderPlaced(), in: tx) }
+            _ = try await env.receive(1, from: queue)
+            // Wake-ups already buffered (start, LISTEN established) are spent by now.
+            try await Task.sleep(for: .seconds(1))
+
+            let quiet = Self.orderPlaced()
+            _ = try await env.pool.execute(
+                """
+                INSERT INTO \(env.outbox.table)
+                    (event_id, event_type, event_version, exchange, routing_key, correlation_id, payload, headers)
+                VALUES ($1, 'OrderPlaced', 1, 'orders', 'order.placed.v1', $2, $3::json, '{}'::jsonb)
+                """, quiet.eventId, quiet.correlationId, String(decoding: try EventJSON.encode(quiet), as: UTF8.self))
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await env.connection.queueStatus(queue).messages == 0, "published before the shutdown")
+
+            running.cancel()
+            _ = try? await running.value
+            let last = try await env.receive(1, from: queue)
+            #expect(last.first?.properties.messageId == quiet.eventId.uuidString.lowercased())
+        }
+    }
+
     @Test func aRowTheBrokerRefusesWaitsWhileTheRowsBehindItGoOut() async throws {
         try await withEnvironment { env in
             // PaymentCaptured has a consumer (order), so it is published as mandatory; with no queue

@@ -1,6 +1,7 @@
 import AMQP
 import ArgumentParser
 import Contracts
+import EventRuntime
 import Foundation
 import Logging
 
@@ -88,7 +89,7 @@ struct DLQCommand: AsyncParsableCommand {
                     var properties = delivery.properties
                     // The parked copy was published by the consumer; the event's own publisher is
                     // what its consumers check (the admin may set it: RabbitMQ's impersonator tag).
-                    if let publisher = properties.headers["x-bazaar-original-user-id"]?.string { properties.userId = publisher }
+                    if let publisher = letter.originalUserId { properties.userId = publisher }
                     properties.headers = properties.headers.filter { !$0.key.hasPrefix("x-bazaar-") && !$0.key.hasPrefix("x-death") && !$0.key.hasPrefix("x-first-death") && !$0.key.hasPrefix("x-last-death") }
                     properties.headers["x-replayed-from"] = .string(queue)
                     try await connection.publish(
@@ -128,13 +129,21 @@ struct DeadLetter: Codable {
     var error: String?
     var originalExchange: String?
     var originalRoutingKey: String?
+    /// Who published the event, when the consumer that parked it says so.
+    var originalUserId: String?
     var headers: [String: String]
     var body: String
 
-    init(_ delivery: AMQPDelivery, queue: String) {
-        let headers = delivery.headers
+    /// The `x-bazaar-*` headers are the consumer's account of what happened, trusted only when the
+    /// consumer parked the message itself (its `user-id` is the queue's service's broker user):
+    /// anything else could have been sent with such headers by its publisher.
+    init(_ delivery: AMQPDelivery, queue: String, publisherUsers: PublisherUsers = DeadLetter.publisherUsers) {
+        let owner = ServiceName.allCases.first { $0.deadLetterQueue == queue }
+        let parkedByConsumer = owner.map { delivery.properties.userId == publisherUsers.user(of: $0) } ?? false
+        let headers = parkedByConsumer ? delivery.headers : delivery.headers.filter { !$0.key.hasPrefix("x-bazaar-") }
         let death = headers["x-death"]?.array?.first?.table
         self.queue = queue
+        originalUserId = headers["x-bazaar-original-user-id"]?.string
         messageId = delivery.properties.messageId ?? "(none)"
         type = delivery.properties.type ?? "?"
         reason = headers["x-bazaar-reason"]?.string ?? headers["x-first-death-reason"]?.string ?? "?"
@@ -144,6 +153,10 @@ struct DeadLetter: Codable {
         self.headers = headers.mapValues { "\($0)" }
         body = String(decoding: delivery.body, as: UTF8.self)
     }
+
+    /// The services' broker users: `AMQP_PUBLISHER_USERS` as the services read it, or their names.
+    static let publisherUsers =
+        (try? PublisherUsers(parsing: BazaarEnvironment.load().values["AMQP_PUBLISHER_USERS"])) ?? .serviceNames
 
     var summary: String {
         "\(queue)  \(messageId)  \(type)  \(reason)\(error.map { ": \($0.prefix(120))" } ?? "")"
