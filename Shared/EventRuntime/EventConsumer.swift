@@ -92,6 +92,7 @@ public struct EventConsumer: Sendable {
     public func handle(_ delivery: AMQPDelivery) async -> Outcome {
         let started = ContinuousClock.now
         var header: EnvelopeHeader?
+        var state: RetryState?
         let outcome: Outcome
         do {
             guard delivery.body.count <= policy.maximumMessageBytes else {
@@ -99,7 +100,8 @@ public struct EventConsumer: Sendable {
             }
             let body = Data(delivery.body)
             header = try decodeHeader(body)
-            try checkProvenance(header!, origin: try retryState(of: delivery).origin)
+            state = try retryState(of: delivery)
+            try checkProvenance(header!, origin: state!.origin)
             outcome = try await applyWhenTheDatabaseAnswers(body, header: header!) ? .applied : .duplicate
             faults.maybeCrash(at: .consumerBeforeAck)
             // The effect is committed. If the ack can't be sent (the channel closed meanwhile),
@@ -110,12 +112,13 @@ public struct EventConsumer: Sendable {
                 logger.notice("committed, but the ack was lost (\(error)); the redelivery will be skipped")
             }
         } catch let poison as PoisonMessage {
-            outcome = await park(delivery, reason: poison.kind, error: poison.detail)
+            outcome = await park(delivery, state: state, reason: poison.kind, error: poison.detail)
         } catch is CancellationError {
             // Shutting down while waiting for the database: the broker redelivers it.
             outcome = .requeued(reason: "shutting down before the database answered")
         } catch {
-            outcome = await retryLater(delivery, error: error)
+            // Only the handler throws other errors, and it runs once the state was read.
+            outcome = await retryLater(delivery, state: state!, error: error)
         }
         log(outcome, header: header, delivery: delivery, duration: ContinuousClock.now - started)
         return outcome
@@ -194,14 +197,10 @@ public struct EventConsumer: Sendable {
 
     /// Sends a delivery whose handler failed to the retry queue of its attempt, or parks it once
     /// it has had all its attempts.
-    private func retryLater(_ delivery: AMQPDelivery, error: any Error) async -> Outcome {
-        // It decoded before the handler ran, or the delivery would have been parked.
-        guard let state = try? retryState(of: delivery) else {
-            return await park(delivery, reason: "untrusted_source", error: "\(error)")
-        }
+    private func retryLater(_ delivery: AMQPDelivery, state: RetryState, error: any Error) async -> Outcome {
         let attempt = state.attempts + 1
         guard attempt < policy.maximumAttempts else {
-            return await park(delivery, reason: "retries_exhausted", error: "\(error)", failedAttempts: attempt)
+            return await park(delivery, state: state, reason: "retries_exhausted", error: "\(error)", failedAttempts: attempt)
         }
         let delay = policy.delay(afterFailure: attempt)
         let copy = OutgoingMessage(
@@ -210,9 +209,11 @@ public struct EventConsumer: Sendable {
         return await forward(delivery, as: copy, outcome: .retryScheduled(attempt: attempt, delay: delay))
     }
 
-    /// Parks a delivery in the service's dead-letter queue, saying why in its headers.
-    private func park(_ delivery: AMQPDelivery, reason: String, error: String, failedAttempts: Int? = nil) async -> Outcome {
-        let state = try? retryState(of: delivery)
+    /// Parks a delivery in the service's dead-letter queue, saying why in its headers. `state` is
+    /// nil when the delivery was refused before its retry headers could be trusted.
+    private func park(
+        _ delivery: AMQPDelivery, state: RetryState?, reason: String, error: String, failedAttempts: Int? = nil
+    ) async -> Outcome {
         var properties = state?.properties(afterFailure: failedAttempts, error: error, ownUser: publisher.user) ?? delivery.properties
         // Published by this service: the broker accepts no other `user-id` from its connection.
         properties.userId = publisher.user

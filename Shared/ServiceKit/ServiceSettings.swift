@@ -104,12 +104,13 @@ public struct ServiceSettings: Sendable {
         }
         retryMaxAttempts = try integer("RETRY_MAX_ATTEMPTS", default: 5, in: 1...100)
         shutdownTimeout = .seconds(try integer("SHUTDOWN_TIMEOUT_SECONDS", default: 10, in: 1...3600))
-        guard let secret = value("AUTH_JWT_SECRET"), secret.utf8.count >= TokenAuthority.minimumSecretBytes else {
+        authSecret = value("AUTH_JWT_SECRET") ?? ""
+        guard authSecret.utf8.count >= TokenAuthority.minimumSecretBytes else {
+            // The error names the length, never the secret.
             throw SettingsError(
-                key: "AUTH_JWT_SECRET", value: value("AUTH_JWT_SECRET") == nil ? "(not set)" : "(\(value("AUTH_JWT_SECRET")!.utf8.count) bytes)",
+                key: "AUTH_JWT_SECRET", value: authSecret.isEmpty ? "(not set)" : "(\(authSecret.utf8.count) bytes)",
                 expected: "a secret of at least \(TokenAuthority.minimumSecretBytes) bytes that signs the API's bearer tokens")
         }
-        authSecret = secret
         do {
             publisherUsers = try PublisherUsers(parsing: value("AMQP_PUBLISHER_USERS"))
         } catch {
