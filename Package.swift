@@ -31,6 +31,13 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         // Bearer tokens (JWT) for the HTTP APIs: signing and verifying is not something to hand-roll.
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        // Observability: the ecosystem's metrics and tracing APIs (Hummingbird already brings both),
+        // a Prometheus backend for `GET /metrics`, and an OTLP exporter for traces — over HTTP only:
+        // the gRPC exporter would add grpc-swift to every build.
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
     targets: [
         // C bindings: librabbitmq and libpq from Debian's -dev packages, and the one C function
@@ -59,7 +66,11 @@ let package = Package(
         // Outbox, inbox, relay, consumer loop and dead-lettering: written once, used by every service.
         .target(
             name: "EventRuntime",
-            dependencies: ["AMQP", "Postgres", "Contracts", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "AMQP", "Postgres", "Contracts", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+            ],
             path: "Shared/EventRuntime"),
 
         // Bearer tokens of the HTTP APIs: issued by the CLI (and the local stack), verified by services.
@@ -74,12 +85,17 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "OTel", package: "swift-otel"),
             ],
             path: "Shared/ServiceKit"),
 
         // The services: a library each (domain, handlers, API, migrations) and a screenful of main.
         .target(
-            name: "OrderService", dependencies: ["ServiceKit"], path: "Services/Order/OrderService",
+            name: "OrderService", dependencies: ["ServiceKit", .product(name: "Metrics", package: "swift-metrics")],
+            path: "Services/Order/OrderService",
             resources: [.copy("Migrations"), .copy("API/openapi.json")]),
         .executableTarget(name: "OrderMain", dependencies: ["OrderService", "ServiceKit"], path: "Services/Order/Main"),
         .target(
@@ -125,6 +141,8 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "TestSupport", "Contracts", "AMQP", "Postgres", "Auth",
+                // A stand-in OpenTelemetry collector (ObservabilityTests).
+                .product(name: "Hummingbird", package: "hummingbird"),
                 // Built for their executables, which the tests start as real processes.
                 "OrderMain", "InventoryMain", "PaymentMain", "NotificationMain", "BazaarCLI",
             ],

@@ -3,6 +3,7 @@ import Contracts
 import Foundation
 import Logging
 import Postgres
+import Tracing
 
 /// Consumes a service's queue and applies each event at most once, through the inbox.
 ///
@@ -89,7 +90,29 @@ public struct EventConsumer: Sendable {
     }
 
     /// Handles one delivery completely: effect, then ack (or retry, dead letter, requeue).
+    ///
+    /// In a span that continues the trace the message carries, so what the handler emits (its
+    /// outbox rows take the current trace context) belongs to the same trace: one order, one trace.
     public func handle(_ delivery: AMQPDelivery) async -> Outcome {
+        let context = TraceHeaders.extract(from: delivery.properties.headers)
+        return await withSpan("\(delivery.properties.type ?? "message") process", context: context, ofKind: .consumer) { span in
+            span.attributes["messaging.system"] = "rabbitmq"
+            span.attributes["messaging.destination.name"] = delivery.exchange
+            span.attributes["messaging.rabbitmq.destination.routing_key"] = delivery.routingKey
+            span.attributes["messaging.message.id"] = delivery.properties.messageId ?? ""
+            span.attributes["messaging.message.conversation_id"] = delivery.properties.correlationId ?? ""
+            let outcome = await handleInSpan(delivery)
+            span.attributes["bazaar.outcome"] = outcome.metricLabel
+            switch outcome {
+            case .deadLettered(let reason), .requeued(let reason): span.setStatus(SpanStatus(code: .error, message: reason))
+            case .retryScheduled: span.setStatus(SpanStatus(code: .error, message: "handler failed; retry scheduled"))
+            case .applied, .duplicate: break
+            }
+            return outcome
+        }
+    }
+
+    private func handleInSpan(_ delivery: AMQPDelivery) async -> Outcome {
         let started = ContinuousClock.now
         var header: EnvelopeHeader?
         var state: RetryState?
@@ -120,7 +143,13 @@ public struct EventConsumer: Sendable {
             // Only the handler throws other errors, and it runs once the state was read.
             outcome = await retryLater(delivery, state: state!, error: error)
         }
-        log(outcome, header: header, delivery: delivery, duration: ContinuousClock.now - started)
+        let duration = ContinuousClock.now - started
+        // Only known event types become labels: a label per type a stranger made up would let
+        // anyone who can publish grow the metrics without bound.
+        let eventType = header.map { EventCatalogue.event(type: $0.type, version: $0.version) == nil ? "unknown" : $0.type } ?? "unknown"
+        EventMetrics.consumed(eventType, outcome: outcome)
+        EventMetrics.handled(eventType, in: duration)
+        log(outcome, header: header, delivery: delivery, duration: duration)
         return outcome
     }
 
@@ -178,7 +207,8 @@ public struct EventConsumer: Sendable {
             throw PoisonMessage.unknownEvent("\(service) does not handle \(header.type) v\(header.version)")
         }
         let (inboxTable, outbox, service, faults) = (inboxTable, outbox, service, faults)
-        return try await pool.transaction { transaction in
+        let commitActions = CommitActions()
+        let applied = try await pool.transaction { transaction in
             let inserted = try transaction.execute(
                 """
                 INSERT INTO \(inboxTable)
@@ -189,10 +219,15 @@ public struct EventConsumer: Sendable {
                 header.eventId, header.type, header.version, header.source.rawValue, header.correlationId,
                 header.causationId, header.occurredAt)
             guard inserted == 1 else { return false }
-            try handler(body, HandlerContext(transaction: transaction, incoming: header, outbox: outbox, service: service))
+            try handler(
+                body,
+                HandlerContext(
+                    transaction: transaction, incoming: header, outbox: outbox, service: service, commitActions: commitActions))
             faults.maybeCrash(at: .consumerBeforeCommit)
             return true
         }
+        if applied { commitActions.run() }
+        return applied
     }
 
     /// Sends a delivery whose handler failed to the retry queue of its attempt, or parks it once
@@ -255,6 +290,7 @@ public struct EventConsumer: Sendable {
             "eventType": "\(header?.type ?? delivery.properties.type ?? "?")",
             "eventId": "\(header?.eventId.uuidString.lowercased() ?? delivery.properties.messageId ?? "?")",
             "duration": "\(duration)",
+            "outcome": "\(outcome.metricLabel)",
         ]
         if let header {
             metadata["orderId"] = "\(header.correlationId.uuidString.lowercased())"

@@ -11,6 +11,7 @@ public struct HandlerContext {
     public let incoming: EnvelopeHeader
     let outbox: Outbox
     let service: ServiceName
+    let commitActions: CommitActions
 
     /// Emits an event caused by the one being handled: same correlation id (the saga's order),
     /// the handled event as its cause. It is published after the transaction commits.
@@ -18,6 +19,12 @@ public struct HandlerContext {
         let envelope = EventEnvelope(
             correlationId: incoming.correlationId, causationId: incoming.eventId, source: service, data: event)
         try outbox.append(envelope, headers: headers, in: transaction)
+    }
+
+    /// Runs `action` once the transaction has committed, and only if it does: for effects outside
+    /// the database, like metrics, that must not outlive a rollback.
+    public func afterCommit(_ action: @escaping @Sendable () -> Void) {
+        commitActions.append(action)
     }
 }
 

@@ -27,10 +27,13 @@ public struct Outbox: Sendable {
     public let channel: String
 
     /// Adds `envelope` to the outbox, to be published on its producer's exchange with its
-    /// routing key. `headers` travel as AMQP headers (trace context, for example).
+    /// routing key. `headers` travel as AMQP headers; the current trace context (`traceparent`,
+    /// `tracestate`) is added to them, so the event's consumers continue the trace that caused it.
     public func append<Event: DomainEvent>(
         _ envelope: EventEnvelope<Event>, headers: [String: String] = [:], in transaction: PostgresTransaction
     ) throws {
+        var headers = headers
+        TraceHeaders.inject(into: &headers)
         let payload = String(decoding: try EventJSON.encode(envelope), as: UTF8.self)
         let headerJSON = String(decoding: try JSONEncoder().encode(headers), as: UTF8.self)
         try transaction.execute(
@@ -42,5 +45,37 @@ public struct Outbox: Sendable {
             envelope.eventId, Event.type, Event.version, Event.producer.exchange, Event.routingKey,
             envelope.correlationId, envelope.causationId, payload, headerJSON)
         try transaction.notify(channel: channel)
+    }
+}
+
+/// What an operator watches in a service's outbox and inbox: events waiting to be published,
+/// how long the oldest has waited, and how many events the inbox remembers.
+public struct OutboxStatistics: Sendable {
+    /// Outbox rows not yet published (a broker outage, or a relay falling behind).
+    public var pending: Int
+    /// Seconds since the oldest of them was written; 0 when none waits.
+    public var oldestPendingAge: Double
+    /// Rows in the inbox (events handled within the retention).
+    public var inboxRows: Int
+}
+
+extension Outbox {
+    /// Reads the statistics: cheap enough for every scrape, whatever the history, since the
+    /// pending rows have an index of their own and the inbox is estimated once it is large.
+    public func statistics(on pool: PostgresPool) async throws -> OutboxStatistics {
+        let rows = try await pool.query(
+            """
+            SELECT (SELECT count(*) FROM \(table) WHERE published_at IS NULL) AS pending,
+                   (SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
+                      FROM \(table) WHERE published_at IS NULL) AS oldest_age,
+                   (SELECT CASE WHEN c.reltuples < 100000 THEN (SELECT count(*) FROM \(inboxTable))
+                                ELSE c.reltuples::bigint END
+                      FROM pg_class c WHERE c.oid = $1::regclass) AS inbox_rows
+            """, inboxTable)
+        guard let row = rows.first else { return OutboxStatistics(pending: 0, oldestPendingAge: 0, inboxRows: 0) }
+        return OutboxStatistics(
+            pending: try row.decode(Int.self, column: "pending"),
+            oldestPendingAge: try row.decode(Double.self, column: "oldest_age"),
+            inboxRows: try row.decode(Int.self, column: "inbox_rows"))
     }
 }

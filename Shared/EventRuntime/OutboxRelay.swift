@@ -160,6 +160,7 @@ public final class OutboxRelay: Sendable {
             for (event, outcome) in zip(pending, outcomes) {
                 if outcome == .confirmed {
                     published.append(event.position)
+                    EventMetrics.published(event.type)
                     logger.info(
                         "published",
                         metadata: [

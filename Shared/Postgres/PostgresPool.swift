@@ -29,6 +29,19 @@ public actor PostgresPool {
         self.logger = logger
     }
 
+    /// How the connections are used at this moment (for metrics).
+    public struct Usage: Sendable {
+        /// Connections open or being opened.
+        public var open: Int
+        public var idle: Int
+        /// Callers waiting for a connection: a pool too small for the load.
+        public var waiting: Int
+        public var maximum: Int
+        public var inUse: Int { open - idle }
+    }
+
+    public var usage: Usage { Usage(open: openCount, idle: idle.count, waiting: waiters.count, maximum: maxConnections) }
+
     /// Lends a connection to `body` and takes it back afterwards, even when `body` throws.
     public nonisolated func withConnection<Result: Sendable>(
         _ body: (PostgresConnection) async throws -> Result

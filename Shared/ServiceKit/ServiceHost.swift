@@ -49,11 +49,14 @@ public struct ServiceDependencies: Sendable {
 /// broker topology, then runs the outbox relay, the event consumer, its jobs and its HTTP API
 /// until SIGTERM or SIGINT, and shuts down in reverse order.
 public enum ServiceHost {
-    public static func run(_ definition: ServiceDefinition, settings: ServiceSettings) async throws {
+    public static func run(
+        _ definition: ServiceDefinition, settings: ServiceSettings, observability: Observability
+    ) async throws {
         let logger = makeLogger(settings)
         let dependencies = try await connect(definition, settings: settings, logger: logger)
         do {
-            try await serve(definition, settings: settings, dependencies: dependencies, logger: logger)
+            try await serve(
+                definition, settings: settings, dependencies: dependencies, observability: observability, logger: logger)
         } catch {
             await close(dependencies)
             throw error
@@ -63,13 +66,23 @@ public enum ServiceHost {
     }
 
     private static func serve(
-        _ definition: ServiceDefinition, settings: ServiceSettings, dependencies: ServiceDependencies, logger: Logger
+        _ definition: ServiceDefinition, settings: ServiceSettings, dependencies: ServiceDependencies,
+        observability: Observability, logger: Logger
     ) async throws {
         let router = Router(context: BasicRequestContext.self, options: .autoGenerateHeadEndpoints)
+        // Outermost, so they see the status the problem middleware made of an error. The span is
+        // the request's: what the route writes to the outbox carries its trace context.
+        router.middlewares.add(TracingMiddleware())
+        router.middlewares.add(MetricsMiddleware())
         router.middlewares.add(ProblemMiddleware())
         // No request of these APIs comes near it (an order of 100 lines is ~5 KiB).
         router.middlewares.add(BodyLimitMiddleware(limit: 64 * 1024))
         addHealthRoutes(to: router, dependencies)
+        router.addMetricsRoute(
+            registry: observability.registry,
+            gauges: ScrapeTimeGauges(
+                outbox: dependencies.outbox, pool: dependencies.pool,
+                connections: [("publisher", dependencies.publisher), ("consumer", dependencies.consumer)], logger: logger))
         definition.routes(router, dependencies)
 
         let relay = OutboxRelay(
@@ -95,6 +108,8 @@ public enum ServiceHost {
         services += definition.jobs.enumerated().map { index, job in
             BackgroundService("job \(index)") { try await job(dependencies) }
         }
+        // First in, so last out: spans of the shutdown's last work are still exported.
+        if let tracer = observability.tracer { services.insert(tracer, at: 0) }
         let application = Application(
             router: router,
             configuration: .init(

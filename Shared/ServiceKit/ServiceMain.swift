@@ -21,13 +21,15 @@ public enum ServiceMain {
         do {
             let settings = try ServiceSettings(service: service)
             // Once per process, and only here: bootstrapping twice traps.
-            LoggingSystem.bootstrap { label in
-                switch settings.logFormat {
-                case .json: JSONLogHandler(label: label)
-                case .text: StreamLogHandler.standardOutput(label: label)
-                }
-            }
-            try await ServiceHost.run(try definition(settings), settings: settings)
+            let observability = try Observability.bootstrap(service)
+            LoggingSystem.bootstrap(
+                { label, metadataProvider in
+                    switch settings.logFormat {
+                    case .json: JSONLogHandler(label: label, metadataProvider: metadataProvider)
+                    case .text: StreamLogHandler.standardOutput(label: label, metadataProvider: metadataProvider)
+                    }
+                }, metadataProvider: observability.logMetadata)
+            try await ServiceHost.run(try definition(settings), settings: settings, observability: observability)
         } catch let error as SettingsError {
             FileHandle.standardError.write(Data("\(service)-service: \(error)\n".utf8))
             exit(2)
@@ -66,6 +68,9 @@ public enum ServiceMain {
               AUTH_JWT_SECRET           key of the API's bearer tokens (HS256)  [required, ≥ 32 bytes]
             \(extra)
             A failing handler is retried after 1 s, 5 s, then every 30 s, and then parked in `\(service.deadLetterQueue)`.
+            Observability: GET /metrics (Prometheus). Traces go over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+            (e.g. http://localhost:4318; OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_TRACES_SAMPLER… as in
+            every OpenTelemetry SDK); off by default.
             Health: GET /health/live, GET /health/ready. Stops gracefully on SIGTERM or SIGINT: no new requests
             or deliveries, in-flight work finished, the relay's last batch published, then connections closed.
             For the chaos suite only: BAZAAR_FAULTS=point=probability,… crashes the process on purpose.

@@ -26,13 +26,12 @@ public enum OrderService {
         while !Task.isCancelled {
             do {
                 let cancelled = try await dependencies.pool.transaction { tx in
-                    let overdue = try store.overduePending(limit: 100, in: tx)
-                    for order in overdue {
+                    try store.overduePending(limit: 100, in: tx).map { order in
                         try OrderTransitions.apply(.deadlinePassed, to: order.orderId, store: store, context: .direct(tx, outbox))
                     }
-                    return overdue.count
                 }
-                if cancelled > 0 { dependencies.logger.info("cancelled \(cancelled) order(s) past their deadline") }
+                for (decision, order) in cancelled { OrderMetrics.record(decision, for: order) }
+                if !cancelled.isEmpty { dependencies.logger.info("cancelled \(cancelled.count) order(s) past their deadline") }
             } catch {
                 dependencies.logger.warning("deadline sweep failed, trying again: \(error)")
             }

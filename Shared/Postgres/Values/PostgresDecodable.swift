@@ -26,6 +26,11 @@ extension Int32: PostgresDecodable {
     public init?(postgresText text: String) { self.init(text) }
 }
 
+extension Double: PostgresDecodable {
+    /// `float8` prints as Swift reads it, `Infinity` and `NaN` included.
+    public init?(postgresText text: String) { self.init(text) }
+}
+
 extension Bool: PostgresDecodable {
     /// Postgres prints booleans as `t` and `f`.
     public init?(postgresText text: String) {

@@ -93,12 +93,12 @@ struct OrderRoutes {
             throw Problem.badRequest(error.description)
         }
         let (store, outbox, deadline) = (store, dependencies.outbox, settings.pendingDeadline)
-        let result: Result<StoredOrder, OrderRequestProblem> = try await dependencies.pool.transaction { tx in
+        let result: Result<(order: StoredOrder, isNew: Bool), OrderRequestProblem> = try await dependencies.pool.transaction { tx in
             if let idempotencyKey {
                 // Two retries racing: the second waits here, then finds the first one's order.
                 try tx.lock(.orderIdempotency, key: "\(body.customerId.utf8.count):\(body.customerId)\(idempotencyKey)")
                 if let existing = try store.order(customerId: body.customerId, idempotencyKey: idempotencyKey, in: tx) {
-                    return .success(existing)
+                    return .success((existing, false))
                 }
             }
             let prices = try store.prices(of: items.map(\.sku), in: tx)
@@ -117,11 +117,13 @@ struct OrderRoutes {
                     correlationId: order.orderId, causationId: nil,
                     data: OrderPlaced(orderId: order.orderId, customerId: order.customerId, items: order.lines, total: order.total)),
                 in: tx)
-            return .success(try store.order(order.orderId, in: tx) ?? order)
+            return .success((try store.order(order.orderId, in: tx) ?? order, true))
         }
         let order: StoredOrder
         switch result {
-        case .success(let stored): order = stored
+        case .success(let stored):
+            order = stored.order
+            if stored.isNew { OrderMetrics.placed() }
         case .failure(let problem): throw Problem.unprocessable(problem.description)
         }
         let location = "/orders/\(order.orderId.uuidString.lowercased())"
@@ -167,6 +169,7 @@ struct OrderRoutes {
         }
         guard let (decision, order) = outcome else { throw Problem.notFound("no order \(orderId.uuidString.lowercased())") }
         if case .refuse(let why) = decision { throw Problem.conflict(why) }
+        OrderMetrics.record(decision, for: order)
         return EditedResponse(status: .accepted, response: OrderBody(order))
     }
 

@@ -71,6 +71,11 @@ enum OrderTransitions {
         case .ignore, .refuse:
             break
         }
+        // Counted once committed: here for events; a request or the deadline sweep counts after its own commit.
+        if case .handler(let handlerContext) = context {
+            let finished = order
+            handlerContext.afterCommit { OrderMetrics.record(decision, for: finished) }
+        }
         return (decision, order)
     }
 }
