@@ -7,6 +7,7 @@ import Hummingbird
 import Logging
 import Postgres
 import ServiceLifecycle
+import Synchronization
 
 /// What a service brings: its tables, its reactions to events, its HTTP routes and any periodic
 /// work. `ServiceHost` supplies the rest, the same for all four.
@@ -194,7 +195,8 @@ public enum ServiceHost {
         router.get("/health/ready") { _, _ -> Response in
             var checks: [String: String] = [:]
             do {
-                _ = try await dependencies.pool.query("SELECT 1")
+                // A database that hangs (a network cut with no reset) would hang the probe too.
+                _ = try await answer(within: .seconds(2)) { try await dependencies.pool.query("SELECT 1") }
                 checks["database"] = "ok"
             } catch {
                 checks["database"] = "\(error)"
@@ -209,6 +211,37 @@ public enum ServiceHost {
                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
         }
     }
+}
+
+/// The result of `work`, or an error once `limit` has passed without one. The work itself goes on
+/// (a blocked libpq call can't be interrupted) and its late result is dropped.
+func answer<T: Sendable>(within limit: Duration, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+        let waiting = FirstAnswer(continuation)
+        Task {
+            do { waiting.finish(.success(try await work())) } catch { waiting.finish(.failure(error)) }
+        }
+        Task {
+            try? await Task.sleep(for: limit)
+            waiting.finish(.failure(NoAnswer(limit: limit)))
+        }
+    }
+}
+
+/// A continuation resumed by whichever comes first, the answer or the timeout.
+private final class FirstAnswer<T: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<T, any Error>?>
+
+    init(_ continuation: CheckedContinuation<T, any Error>) { self.continuation = Mutex(continuation) }
+
+    func finish(_ result: Result<T, any Error>) {
+        continuation.withLock { $0.take() }?.resume(with: result)
+    }
+}
+
+struct NoAnswer: Error, CustomStringConvertible {
+    var limit: Duration
+    var description: String { "no answer within \(limit)" }
 }
 
 struct HealthReport: ResponseCodable {

@@ -116,11 +116,17 @@ struct SagaTests {
                             type: type, userId: connection.user)))
             }
             await connection.close()
-            // Every copy reaches its consumer, is found in the inbox, and is acked without effect.
+            // Every copy reaches its consumer, is found in the inbox, and is acked without effect;
+            // the metrics count them as duplicates.
             try await shop.eventually {
                 RunningSystem.Service.allCases.map { system.log(of: $0).components(separatedBy: "duplicate, skipped").count - 1 }
                     .reduce(0, +) >= 4
             }
+            let duplicates = try await Scrape.all(system).values.flatMap { scrape in
+                scrape.series.filter { $0.key.hasPrefix("bazaar_messages_consumed_total{") && $0.key.contains(#"outcome="duplicate""#) }
+                    .values
+            }
+            #expect(duplicates.reduce(0, +) == 4)
             #expect(try await shop.stock("MUG-01") == Stock(available: 8, reserved: 0))
             #expect(try await shop.balance("alice") == 7_500)
             #expect(try await shop.payments(order) == ["captured:2500"])
@@ -291,6 +297,33 @@ struct SagaTests {
 
             proxy.thaw()
             try await Shop(system).eventually(within: .seconds(40)) { try await HTTP.get(ready).0 == 200 }
+        } catch {
+            await system.tearDown()
+            throw error
+        }
+        await system.tearDown()
+    }
+
+    @Test func readinessTurnsFalseWhileTheDatabaseHangsAndTrueAfterwards() async throws {
+        let system = try await RunningSystem()
+        var database = try #require(URLComponents(string: try StackEnvironment.databaseURL))
+        let proxy = try TCPProxy(upstreamPort: database.port!)
+        defer { proxy.stop() }
+        database.port = proxy.port
+        system.extraEnvironment = ["DATABASE_URL": database.string!]
+        do {
+            try await system.start([.payment])
+            let ready = "\(system.url(.payment))/health/ready"
+            #expect(try await HTTP.get(ready).0 == 200)
+
+            proxy.freeze()  // the database goes silent: no error, no close
+            try await Shop(system).eventually { try await HTTP.get(ready).0 == 503 }
+            let (_, report) = try await HTTP.get(ready)
+            #expect(((report as? [String: Any])?["checks"] as? [String: String])?["broker.consumer"] == "ok")
+            #expect(try await HTTP.get("\(system.url(.payment))/health/live").0 == 200)
+
+            proxy.thaw()
+            try await Shop(system).eventually { try await HTTP.get(ready).0 == 200 }
         } catch {
             await system.tearDown()
             throw error
