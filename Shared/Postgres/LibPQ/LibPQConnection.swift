@@ -14,6 +14,17 @@ final class LibPQConnection {
     private var handle: OpaquePointer?
     private let configuration: PostgresConfiguration
     private let notices: NoticeSink
+    /// Statements prepared in this session, by text and parameter types: the server parses and
+    /// plans each once per session instead of at every call. A new session starts empty.
+    private var preparedStatements: [PreparedKey: String] = [:]
+    /// Past this many, further statements run unprepared (a process that builds SQL for ever more
+    /// schemas, like a test suite, must not grow the server's memory without bound).
+    static let preparedStatementLimit = 256
+
+    private struct PreparedKey: Hashable {
+        var sql: String
+        var types: [UInt32]
+    }
 
     init(configuration: PostgresConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -44,6 +55,7 @@ final class LibPQConnection {
         // stderr. The sink lives as long as this object, which outlives the PGconn.
         PQsetNoticeReceiver(connection, noticeReceiver, Unmanaged.passUnretained(notices).toOpaque())
         notices.sessionEnding = false
+        preparedStatements = [:]
         handle = connection
     }
 
@@ -53,6 +65,7 @@ final class LibPQConnection {
         guard let handle else { return try connect() }
         PQreset(handle)
         notices.sessionEnding = false
+        preparedStatements = [:]
         guard PQstatus(handle) == CONNECTION_OK else {
             throw PostgresError(.connectionFailed, message: errorMessage)
         }
@@ -121,8 +134,8 @@ final class LibPQConnection {
         return PQtransactionStatus(handle) == PQTRANS_INERROR
     }
 
-    /// Runs one statement with `$1…$n` parameters through `PQexecParams`; results come back in
-    /// text format.
+    /// Runs one statement with `$1…$n` parameters, prepared once per session (`PQprepare`, then
+    /// `PQexecPrepared`); results come back in text format.
     func execute(_ sql: String, _ parameters: [PostgresBinding]) throws -> PostgresQueryResult {
         let handle = try connectedHandle()
         for (index, parameter) in parameters.enumerated() {
@@ -156,9 +169,26 @@ final class LibPQConnection {
         }
         defer { buffers.forEach { free($0) } }
         let values = buffers.map { UnsafePointer($0) }
+        if let name = try preparedStatement(sql, types: types, handle) {
+            return try consume(
+                PQexecPrepared(handle, name, Int32(parameters.count), values, lengths, formats, 0 /* text results */))
+        }
         let result = PQexecParams(
             handle, sql, Int32(parameters.count), types, values, lengths, formats, 0 /* text results */)
         return try consume(result)
+    }
+
+    /// The name of `sql` prepared in this session, preparing it on first use; nil once the session
+    /// holds `preparedStatementLimit` statements. A statement that fails to prepare throws the
+    /// server's error (the same one running it would have given) and is not remembered.
+    private func preparedStatement(_ sql: String, types: [UInt32], _ handle: OpaquePointer) throws -> String? {
+        let key = PreparedKey(sql: sql, types: types)
+        if let name = preparedStatements[key] { return name }
+        guard preparedStatements.count < Self.preparedStatementLimit else { return nil }
+        let name = "bazaar_\(preparedStatements.count + 1)"
+        _ = try consume(PQprepare(handle, name, sql, Int32(types.count), types))
+        preparedStatements[key] = name
+        return name
     }
 
     /// Runs a script of several statements with `PQexec`. Only for trusted SQL from the repository
