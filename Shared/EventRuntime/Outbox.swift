@@ -6,7 +6,8 @@ import Postgres
 /// caused them: the event exists if and only if the change committed.
 ///
 /// The relay (`OutboxRelay`) publishes them later; a `NOTIFY` sent in the same transaction wakes
-/// it as soon as the transaction commits (Postgres delivers notifications only on commit).
+/// it as soon as the transaction commits (Postgres delivers notifications only on commit, and
+/// several identical ones of a transaction as one).
 public struct Outbox: Sendable {
     /// The service's schema, which holds its `outbox` table.
     public let schema: String
@@ -36,15 +37,19 @@ public struct Outbox: Sendable {
         TraceHeaders.inject(into: &headers)
         let payload = String(decoding: try EventJSON.encode(envelope), as: UTF8.self)
         let headerJSON = String(decoding: try JSONEncoder().encode(headers), as: UTF8.self)
-        try transaction.execute(
+        // The insert and the NOTIFY in one statement: one round trip to the server, not two.
+        _ = try transaction.query(
             """
-            INSERT INTO \(table)
-                (event_id, event_type, event_version, exchange, routing_key, correlation_id, causation_id, payload, headers)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9::jsonb)
+            WITH inserted AS (
+                INSERT INTO \(table)
+                    (event_id, event_type, event_version, exchange, routing_key, correlation_id, causation_id, payload, headers)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9::jsonb)
+                RETURNING position
+            )
+            SELECT pg_notify($10, '') FROM inserted
             """,
             envelope.eventId, Event.type, Event.version, Event.producer.exchange, Event.routingKey,
-            envelope.correlationId, envelope.causationId, payload, headerJSON)
-        try transaction.notify(channel: channel)
+            envelope.correlationId, envelope.causationId, payload, headerJSON, channel)
     }
 }
 

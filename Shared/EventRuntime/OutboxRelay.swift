@@ -113,9 +113,9 @@ public final class OutboxRelay: Sendable {
         var lastCleanup = ContinuousClock.now
         for await _ in wakeups.stream {
             if Task.isCancelled { break }
-            // Still leader? A lost session has lost the lock; another instance may lead by now.
-            _ = try await leadership.query("SELECT 1")
-            try await publishPending()
+            // On the session that holds the lock: if it was lost, so was the lock (another
+            // instance may lead by now), and this pass fails before publishing anything.
+            try await publishPending(on: leadership)
             if ContinuousClock.now - lastCleanup >= configuration.cleanupInterval {
                 try await deletePublished()
                 lastCleanup = .now
@@ -125,15 +125,15 @@ public final class OutboxRelay: Sendable {
         // stopped. Shutting down, publish what is committed before leaving: the calls below
         // don't stop on cancellation, and the service's shutdown deadline bounds them.
         if Task.isCancelled {
-            try await publishPending()
+            try await publishPending(on: leadership)
             throw CancellationError()
         }
     }
 
     /// Publishes every row that is due, batch after batch.
-    func publishPending() async throws {
+    func publishPending(on database: PostgresConnection) async throws {
         while true {
-            let rows = try await pool.query(
+            let rows = try await database.query(
                 """
                 SELECT position, event_id, event_type, event_version, exchange, routing_key, correlation_id,
                        causation_id, payload::text AS payload, headers::text AS headers, created_at, attempts
@@ -170,12 +170,12 @@ public final class OutboxRelay: Sendable {
                             "routingKey": "\(event.routingKey)",
                         ])
                 } else if !brokerAway {
-                    try await postpone(event, because: outcome.error?.description ?? "\(outcome)")
+                    try await postpone(event, because: outcome.error?.description ?? "\(outcome)", on: database)
                 }
             }
             if !published.isEmpty {
                 faults.maybeCrash(at: .relayBeforeMarkPublished)
-                try await pool.execute(
+                try await database.execute(
                     "UPDATE \(outbox.table) SET published_at = now() WHERE position = ANY($1::bigint[])",
                     "{" + published.map(String.init).joined(separator: ",") + "}")
             }
@@ -186,12 +186,12 @@ public final class OutboxRelay: Sendable {
         }
     }
 
-    private func postpone(_ event: PendingEvent, because reason: String) async throws {
+    private func postpone(_ event: PendingEvent, because reason: String, on database: PostgresConnection) async throws {
         logger.warning(
             "could not publish \(event.type) \(event.eventId) (attempt \(event.attempts + 1)): \(reason)",
             metadata: ["orderId": "\(event.correlationId)"])
         let delay = min(Duration.seconds(1 << min(event.attempts, 20)), configuration.maximumRetryDelay)
-        try await pool.execute(
+        try await database.execute(
             """
             UPDATE \(outbox.table)
             SET attempts = attempts + 1, last_error = $2, retry_at = now() + make_interval(secs => $3)
