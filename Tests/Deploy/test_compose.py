@@ -2,7 +2,8 @@
 
 - it validates against the Compose specification's JSON Schema (vendored by check-jsonschema);
 - every variable a service is given is one the service reads (ServiceSettings.environmentKeys
-  in Shared/ServiceKit/ServiceSettings.swift, plus the order service's own);
+  in Shared/ServiceKit/ServiceSettings.swift, plus the order service's own, plus the
+  OpenTelemetry SDK's);
 - every ${VARIABLE} it needs is in .env.example, and .env itself is not committed;
 - every service is given the one token secret, AUTH_JWT_SECRET, from .env and required there;
 - each service connects as its own broker user and database role, the ones the definitions
@@ -19,6 +20,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 SERVICES = {"order": "orders", "inventory": "inventory", "payment": "payments", "notification": "notifications"}
+# Read by the OpenTelemetry SDK (swift-otel's bootstrap reads OTEL_* from the process environment),
+# not by ServiceSettings: where traces go, and the name they carry.
+OPENTELEMETRY = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"}
 
 
 def compose():
@@ -44,7 +48,7 @@ def test_services_are_given_only_variables_they_read():
     assert "AMQP_URL" in common and "DATABASE_URL" in common
     for name in SERVICES:
         environment = compose()["services"][name]["environment"]
-        allowed = order if name == "order" else common
+        allowed = (order if name == "order" else common) | OPENTELEMETRY
         assert set(environment) <= allowed, f"{name} is given {set(environment) - allowed}, which it never reads"
         assert {"AMQP_URL", "DATABASE_URL", "DATABASE_SCHEMA", "HTTP_PORT"} <= set(environment)
         assert environment["DATABASE_SCHEMA"] == SERVICES[name]
