@@ -3,6 +3,7 @@ import Contracts
 import Foundation
 import Logging
 import Postgres
+import ServiceContextModule
 import Tracing
 
 /// Consumes a service's queue and applies each event at most once, through the inbox.
@@ -44,27 +45,32 @@ public struct EventConsumer: Sendable {
         case requeued(reason: String)
     }
 
-    private let service: ServiceName
-    private let outbox: Outbox
-    private let inboxTable: String
-    private let handlers: EventHandlers
-    private let pool: PostgresPool
-    private let publisher: AMQPConnection
-    private let policy: RetryPolicy
-    private let publisherUsers: PublisherUsers
-    private let faults: FaultInjection
-    private let logger: Logger
+    let service: ServiceName
+    let outbox: Outbox
+    let inboxTable: String
+    let handlers: EventHandlers
+    let pool: PostgresPool
+    let publisher: AMQPConnection
+    let policy: RetryPolicy
+    let publisherUsers: PublisherUsers
+    let faults: FaultInjection
+    let logger: Logger
+    /// The most deliveries applied in one transaction; 1 applies each in its own.
+    let batchLimit: Int
 
     /// - Parameters:
     ///   - publisher: where retries and dead letters are published (a service publishes on one
     ///     connection and consumes on another, so broker back-pressure on publishing never
     ///     blocks acks).
     ///   - publisherUsers: the broker user expected to publish each service's events.
+    ///   - batchLimit: the most deliveries that have arrived together applied in one transaction.
     public init(
         service: ServiceName, schema: String, handlers: EventHandlers, pool: PostgresPool, publisher: AMQPConnection,
         policy: RetryPolicy = RetryPolicy(), publisherUsers: PublisherUsers = .serviceNames,
-        faults: FaultInjection = .none, logger: Logger
+        faults: FaultInjection = .none, batchLimit: Int = 16, logger: Logger
     ) throws {
+        precondition(batchLimit >= 1, "a batch holds at least one delivery")
+        self.batchLimit = batchLimit
         self.service = service
         outbox = try Outbox(schema: schema)
         inboxTable = try PostgresIdentifier.quoted(schema) + ".inbox"
@@ -79,13 +85,19 @@ public struct EventConsumer: Sendable {
         self.logger = logger
     }
 
-    /// Handles deliveries one after another until the consumer ends or the task is cancelled.
-    /// Cancelled, it finishes the delivery in hand; those not yet taken go back to the broker
-    /// when the connection closes.
+    /// Handles deliveries until the consumer ends or the task is cancelled: those that have
+    /// arrived together as a batch (`handle(batch:)`), a lone one by itself. Cancelled, it
+    /// finishes the batch in hand; deliveries not yet handled go back to the broker when the
+    /// connection closes.
     public func run(_ consumer: AMQPConsumer) async throws {
-        for try await delivery in consumer {
-            _ = await handle(delivery)
-            if Task.isCancelled { return }
+        let batches = DeliveryBatches(limit: batchLimit)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await batches.fill(from: consumer) }
+            while let batch = try await batches.next() {
+                _ = await handle(batch: batch)
+                if Task.isCancelled { break }
+            }
+            group.cancelAll()
         }
     }
 
@@ -94,22 +106,33 @@ public struct EventConsumer: Sendable {
     /// In a span that continues the trace the message carries, so what the handler emits (its
     /// outbox rows take the current trace context) belongs to the same trace: one order, one trace.
     public func handle(_ delivery: AMQPDelivery) async -> Outcome {
-        let context = TraceHeaders.extract(from: delivery.properties.headers)
-        return await withSpan("\(delivery.properties.type ?? "message") process", context: context, ofKind: .consumer) { span in
-            span.attributes["messaging.system"] = "rabbitmq"
-            span.attributes["messaging.destination.name"] = delivery.exchange
-            span.attributes["messaging.rabbitmq.destination.routing_key"] = delivery.routingKey
-            span.attributes["messaging.message.id"] = delivery.properties.messageId ?? ""
-            span.attributes["messaging.message.conversation_id"] = delivery.properties.correlationId ?? ""
-            let outcome = await handleInSpan(delivery)
-            span.attributes["bazaar.outcome"] = outcome.metricLabel
-            switch outcome {
-            case .deadLettered(let reason), .requeued(let reason): span.setStatus(SpanStatus(code: .error, message: reason))
-            case .retryScheduled: span.setStatus(SpanStatus(code: .error, message: "handler failed; retry scheduled"))
-            case .applied, .duplicate: break
-            }
-            return outcome
+        let span = startProcessingSpan(delivery)
+        let outcome = await ServiceContext.$current.withValue(span.context) { await handleInSpan(delivery) }
+        end(span, outcome)
+        return outcome
+    }
+
+    /// A consumer span for `delivery`, continuing the trace its headers carry.
+    func startProcessingSpan(_ delivery: AMQPDelivery) -> any Span {
+        let span = startSpan(
+            "\(delivery.properties.type ?? "message") process", context: TraceHeaders.extract(from: delivery.properties.headers),
+            ofKind: .consumer)
+        span.attributes["messaging.system"] = "rabbitmq"
+        span.attributes["messaging.destination.name"] = delivery.exchange
+        span.attributes["messaging.rabbitmq.destination.routing_key"] = delivery.routingKey
+        span.attributes["messaging.message.id"] = delivery.properties.messageId ?? ""
+        span.attributes["messaging.message.conversation_id"] = delivery.properties.correlationId ?? ""
+        return span
+    }
+
+    func end(_ span: any Span, _ outcome: Outcome) {
+        span.attributes["bazaar.outcome"] = outcome.metricLabel
+        switch outcome {
+        case .deadLettered(let reason), .requeued(let reason): span.setStatus(SpanStatus(code: .error, message: reason))
+        case .retryScheduled: span.setStatus(SpanStatus(code: .error, message: "handler failed; retry scheduled"))
+        case .applied, .duplicate: break
         }
+        span.end()
     }
 
     private func handleInSpan(_ delivery: AMQPDelivery) async -> Outcome {
@@ -143,17 +166,21 @@ public struct EventConsumer: Sendable {
             // Only the handler throws other errors, and it runs once the state was read.
             outcome = await retryLater(delivery, state: state!, error: error)
         }
-        let duration = ContinuousClock.now - started
+        record(outcome, header: header, delivery: delivery, duration: ContinuousClock.now - started)
+        return outcome
+    }
+
+    /// The delivery's log line and metrics.
+    func record(_ outcome: Outcome, header: EnvelopeHeader?, delivery: AMQPDelivery, duration: Duration) {
         // Only known event types become labels: a label per type a stranger made up would let
         // anyone who can publish grow the metrics without bound.
         let eventType = header.map { EventCatalogue.event(type: $0.type, version: $0.version) == nil ? "unknown" : $0.type } ?? "unknown"
         EventMetrics.consumed(eventType, outcome: outcome)
         EventMetrics.handled(eventType, in: duration)
         log(outcome, header: header, delivery: delivery, duration: duration)
-        return outcome
     }
 
-    private func decodeHeader(_ body: Data) throws -> EnvelopeHeader {
+    func decodeHeader(_ body: Data) throws -> EnvelopeHeader {
         do {
             return try EventJSON.decode(EnvelopeHeader.self, from: body)
         } catch {
@@ -161,7 +188,7 @@ public struct EventConsumer: Sendable {
         }
     }
 
-    private func retryState(of delivery: AMQPDelivery) throws(PoisonMessage) -> RetryState {
+    func retryState(of delivery: AMQPDelivery) throws(PoisonMessage) -> RetryState {
         try RetryState(delivery, service: service, ownUser: publisher.user)
     }
 
@@ -169,7 +196,7 @@ public struct EventConsumer: Sendable {
     /// only to its own exchange, as its own broker user (the `user-id` the broker checked), so an
     /// envelope whose `source` (or event type) doesn't match the exchange it arrived on or the
     /// user who published it is forged or misrouted, and is parked.
-    private func checkProvenance(_ header: EnvelopeHeader, origin: RetryState.Origin) throws {
+    func checkProvenance(_ header: EnvelopeHeader, origin: RetryState.Origin) throws {
         let expectedUser = publisherUsers.user(of: header.source)
         guard origin.userId == expectedUser else {
             throw PoisonMessage.untrustedSource(
@@ -209,25 +236,36 @@ public struct EventConsumer: Sendable {
         let (inboxTable, outbox, service, faults) = (inboxTable, outbox, service, faults)
         let commitActions = CommitActions()
         let applied = try await pool.transaction { transaction in
-            let inserted = try transaction.execute(
-                """
-                INSERT INTO \(inboxTable)
-                    (event_id, event_type, event_version, source, correlation_id, causation_id, occurred_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7)
-                ON CONFLICT (event_id) DO NOTHING
-                """,
-                header.eventId, header.type, header.version, header.source.rawValue, header.correlationId,
-                header.causationId, header.occurredAt)
-            guard inserted == 1 else { return false }
-            try handler(
-                body,
-                HandlerContext(
+            let applied = try Self.apply(
+                body, header: header, handler: handler, inboxTable: inboxTable,
+                context: HandlerContext(
                     transaction: transaction, incoming: header, outbox: outbox, service: service, commitActions: commitActions))
             faults.maybeCrash(at: .consumerBeforeCommit)
-            return true
+            return applied
         }
         if applied { commitActions.run() }
         return applied
+    }
+
+    /// Within the caller's transaction: records the event in the inbox and, unless it was there
+    /// already, runs its handler. Returns false for a duplicate. The insert is the lock: a second
+    /// consumer inserting the same event id waits for the first one's transaction, then does nothing.
+    static func apply(
+        _ body: Data, header: EnvelopeHeader, handler: EventHandlers.ErasedHandler, inboxTable: String,
+        context: HandlerContext
+    ) throws -> Bool {
+        let inserted = try context.transaction.execute(
+            """
+            INSERT INTO \(inboxTable)
+                (event_id, event_type, event_version, source, correlation_id, causation_id, occurred_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (event_id) DO NOTHING
+            """,
+            header.eventId, header.type, header.version, header.source.rawValue, header.correlationId,
+            header.causationId, header.occurredAt)
+        guard inserted == 1 else { return false }
+        try handler(body, context)
+        return true
     }
 
     /// Sends a delivery whose handler failed to the retry queue of its attempt, or parks it once

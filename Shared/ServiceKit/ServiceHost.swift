@@ -95,9 +95,10 @@ public enum ServiceHost {
         let consumer = try EventConsumer(
             service: settings.service, schema: settings.schema, handlers: definition.handlers, pool: dependencies.pool,
             publisher: dependencies.publisher, policy: RetryPolicy(maximumAttempts: settings.retryMaxAttempts),
-            publisherUsers: settings.publisherUsers, faults: settings.faults, logger: logger)
+            publisherUsers: settings.publisherUsers, faults: settings.faults, batchLimit: settings.consumerBatchSize,
+            logger: logger)
         if settings.faults.isActive { logger.warning("fault injection is on: \(settings.faults)") }
-        // Several consumers on the queue, each handling one delivery at a time: like several
+        // Several consumers on the queue, each handling one batch at a time: like several
         // instances, which the inbox and the per-order locks already make safe.
         var services: [any Service] = [BackgroundService("outbox relay") { try await relay.run() }]
         for index in 1...settings.consumers {

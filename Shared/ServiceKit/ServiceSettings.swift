@@ -26,6 +26,10 @@ public struct ServiceSettings: Sendable {
     /// `CONSUMERS`: how many deliveries one instance handles at once (consumers on its queue,
     /// each one delivery at a time). Default 4.
     public var consumers: Int
+    /// `CONSUMER_BATCH_SIZE`: the most deliveries that have arrived together that a consumer
+    /// applies in one transaction (one commit for all, acks after it). Default 16; 1 applies each
+    /// in a transaction of its own.
+    public var consumerBatchSize: Int
     /// `INSTANCE_NAME`: names this process in the broker and the logs. Default `<service>-<pid>`.
     public var instanceName: String
     /// `LOG_LEVEL`: trace, debug, info (default), notice, warning, error, critical.
@@ -61,7 +65,7 @@ public struct ServiceSettings: Sendable {
 
     /// Every environment variable a service reads (the order service adds its own).
     public static let environmentKeys = [
-        "HTTP_HOST", "HTTP_PORT", "AMQP_URL", "DATABASE_URL", "DATABASE_SCHEMA", "DATABASE_POOL_SIZE", "AMQP_PREFETCH", "CONSUMERS",
+        "HTTP_HOST", "HTTP_PORT", "AMQP_URL", "DATABASE_URL", "DATABASE_SCHEMA", "DATABASE_POOL_SIZE", "AMQP_PREFETCH", "CONSUMERS", "CONSUMER_BATCH_SIZE",
         "INSTANCE_NAME", "LOG_LEVEL", "LOG_FORMAT", "OUTBOX_POLL_INTERVAL_MS", "OUTBOX_RETENTION_HOURS", "AMQP_DECLARE_TOPOLOGY",
         "RETRY_MAX_ATTEMPTS", "SHUTDOWN_TIMEOUT_SECONDS", "AMQP_PUBLISHER_USERS", "AUTH_JWT_SECRET",
     ]
@@ -84,6 +88,7 @@ public struct ServiceSettings: Sendable {
         databasePoolSize = try integer("DATABASE_POOL_SIZE", default: 8, in: 1...100)
         prefetch = try integer("AMQP_PREFETCH", default: 20, in: 1...10_000)
         consumers = try integer("CONSUMERS", default: 4, in: 1...64)
+        consumerBatchSize = try integer("CONSUMER_BATCH_SIZE", default: 16, in: 1...1000)
         instanceName = value("INSTANCE_NAME") ?? "\(service.rawValue)-\(ProcessInfo.processInfo.processIdentifier)"
         let level = value("LOG_LEVEL") ?? "info"
         guard let logLevel = Logger.Level(rawValue: level.lowercased()) else {

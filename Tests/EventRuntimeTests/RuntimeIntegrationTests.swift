@@ -239,6 +239,44 @@ final class RuntimeIntegrationTests {
         }
     }
 
+    @Test func deliveriesThatArriveTogetherShareOneTransactionAndAFailureFallsBackToEachAlone() async throws {
+        try await withEnvironment { env in
+            let failing = UUID()
+            let consumer = try env.consumer { handlers in
+                handlers.on(OrderPlaced.self) { envelope, context in
+                    try context.transaction.execute(
+                        "INSERT INTO \(env.schemaName).effects (order_id) VALUES ($1)", envelope.data.orderId)
+                    if envelope.data.orderId == failing { throw TransientFault() }
+                }
+            }
+            // Three events and a copy of the first: one transaction, the copy a duplicate.
+            let events = (0..<3).map { _ in Self.orderPlaced() }
+            var batch: [AMQPDelivery] = []
+            for event in events + [events[0]] { batch.append(try await env.deliver(event)) }
+            let outcomes = await consumer.handle(batch: batch)
+            #expect(outcomes.filter { $0 == .applied }.count == 3)
+            #expect(outcomes.filter { $0 == .duplicate }.count == 1)
+            #expect(try await env.count("effects") == 3)
+            let transactions = try await env.pool.query("SELECT count(DISTINCT xmin::text) FROM \(env.schemaName).inbox")
+            #expect(try transactions.first!.decode(Int.self, at: 0) == 1)
+
+            // One handler fails: nothing of the shared transaction stays; each is then handled
+            // alone, the good one applied, the failing one sent to its retry queue.
+            var bad = Self.orderPlaced()
+            bad.data.orderId = failing
+            let good = Self.orderPlaced()
+            let second = await consumer.handle(batch: [try await env.deliver(good), try await env.deliver(bad)])
+            #expect(second.contains(.applied))
+            #expect(second.contains(.retryScheduled(attempt: 1, delay: .seconds(1))))
+            #expect(try await env.count("effects") == 4)
+            #expect(try await env.count("inbox") == 4)
+            // Nothing is left unacked: the next delivery of the work queue is the retry, not a redelivery.
+            let again = try await env.nextWork()
+            #expect(again.headers["x-bazaar-attempts"]?.int == 1)
+            try await again.ack()
+        }
+    }
+
     @Test func aFailingHandlerLeavesNoTraceAndTheEventComesBackFromTheRetryQueue() async throws {
         try await withEnvironment { env in
             let failures = Counter()

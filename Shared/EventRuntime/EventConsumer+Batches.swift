@@ -1,0 +1,105 @@
+import AMQP
+import Contracts
+import Foundation
+import Postgres
+import ServiceContextModule
+import Tracing
+
+extension EventConsumer {
+    /// Handles deliveries that arrived together: those that pass every check a message can fail
+    /// on its own are applied in **one transaction** — one commit, one flush to disk for all — and
+    /// acked after it. Nothing is acked before the commit, and each still goes through the inbox,
+    /// so the guarantees are those of `handle(_:)`.
+    ///
+    /// If the shared transaction fails (a handler's error, a lost race, the database away), it
+    /// rolls back as a whole and each of its deliveries is handled alone, where a failure is
+    /// retried, parked or waited out for that delivery only. Deliveries that fail a check (too big,
+    /// not an envelope, unknown, forged) are handled alone from the start.
+    ///
+    /// Returns the outcomes in no particular order.
+    public func handle(batch deliveries: [AMQPDelivery]) async -> [Outcome] {
+        var together: [Vetted] = []
+        var alone: [AMQPDelivery] = []
+        for delivery in deliveries {
+            if deliveries.count > 1, let vetted = vet(delivery) { together.append(vetted) } else { alone.append(delivery) }
+        }
+        var outcomes: [Outcome] = []
+        if together.count > 1 {
+            if let applied = await applyTogether(together) {
+                outcomes = applied
+            } else {
+                alone += together.map(\.delivery)
+            }
+        } else {
+            alone += together.map(\.delivery)
+        }
+        for delivery in alone { outcomes.append(await handle(delivery)) }
+        return outcomes
+    }
+
+    /// A delivery ready for its handler.
+    struct Vetted: Sendable {
+        var delivery: AMQPDelivery
+        var body: Data
+        var header: EnvelopeHeader
+        var handler: EventHandlers.ErasedHandler
+    }
+
+    /// The delivery, if it passes the checks that don't need the database; nil if it fails one
+    /// (`handle(_:)` then parks it, saying why).
+    private func vet(_ delivery: AMQPDelivery) -> Vetted? {
+        guard delivery.body.count <= policy.maximumMessageBytes else { return nil }
+        let body = Data(delivery.body)
+        guard let header = try? decodeHeader(body), let state = try? retryState(of: delivery),
+            (try? checkProvenance(header, origin: state.origin)) != nil,
+            let handler = handlers.handler(type: header.type, version: header.version)
+        else { return nil }
+        return Vetted(delivery: delivery, body: body, header: header, handler: handler)
+    }
+
+    /// Applies `batch` in one transaction and acks it; nil if the transaction failed (nothing of
+    /// it was applied, nothing acked).
+    private func applyTogether(_ batch: [Vetted]) async -> [Outcome]? {
+        let started = ContinuousClock.now
+        let spans = batch.map { startProcessingSpan($0.delivery) }
+        let contexts = spans.map(\.context)
+        let (inboxTable, outbox, service, faults) = (inboxTable, outbox, service, faults)
+        let commitActions = CommitActions()
+        let inserted: [Bool]
+        do {
+            inserted = try await pool.transaction { transaction in
+                let inserted = try zip(batch, contexts).map { item, context in
+                    // Each in its own span, so the events it emits continue its own trace.
+                    try ServiceContext.$current.withValue(context) {
+                        try Self.apply(
+                            item.body, header: item.header, handler: item.handler, inboxTable: inboxTable,
+                            context: HandlerContext(
+                                transaction: transaction, incoming: item.header, outbox: outbox, service: service,
+                                commitActions: commitActions))
+                    }
+                }
+                faults.maybeCrash(at: .consumerBeforeCommit)
+                return inserted
+            }
+        } catch {
+            logger.debug("\(batch.count) deliveries could not be applied together (\(error)); applying each alone")
+            spans.forEach { $0.end() }
+            return nil
+        }
+        commitActions.run()
+        faults.maybeCrash(at: .consumerBeforeAck)
+        var outcomes: [Outcome] = []
+        for (item, (span, applied)) in zip(batch, zip(spans, inserted)) {
+            do {
+                try await item.delivery.ack()
+            } catch {
+                logger.notice("committed, but the ack was lost (\(error)); the redelivery will be skipped")
+            }
+            let outcome: Outcome = applied ? .applied : .duplicate
+            end(span, outcome)
+            record(outcome, header: item.header, delivery: item.delivery, duration: ContinuousClock.now - started)
+            outcomes.append(outcome)
+        }
+        return outcomes
+    }
+}
