@@ -10,7 +10,9 @@ import Synchronization
 /// How it keeps the outbox's promises:
 /// - **Nothing lost.** A row is marked published only after the broker confirmed it. A crash
 ///   between the confirm and the mark publishes the row again on restart: consumers deduplicate
-///   through their inbox, so at-least-once publishing is enough.
+///   through their inbox, so at-least-once publishing is enough. For the same reason the mark is
+///   committed without waiting for the disk (`synchronous_commit = off` on the relay's session):
+///   a database crash may forget it, and the row goes out again.
 /// - **One relay at a time.** With several instances of a service running, the relays elect a
 ///   leader with a session-level advisory lock; only the leader publishes, so events leave in
 ///   outbox order (the order of insertion; a refused row is overtaken while it waits). If the
@@ -93,6 +95,11 @@ public final class OutboxRelay: Sendable {
         let database = await pool.configuration
         let leadership = try await PostgresConnection.connect(configuration: database, logger: logger)
         defer { Task { await leadership.close() } }
+        // What this session writes — rows marked published, retry times, deletions — need not
+        // wait for the disk: a mark lost in a crash means the row is published again, which the
+        // consumers' inboxes absorb. It halves the flushes of a saga (every event's commit stays
+        // durable; only the relay's bookkeeping doesn't).
+        _ = try await leadership.execute("SET synchronous_commit = off")
         while !Task.isCancelled {
             let acquired = try await leadership.query(
                 "SELECT pg_try_advisory_lock($1, hashtext($2))", AdvisoryLockClass.outboxRelay.rawValue, outbox.schema)
@@ -117,7 +124,7 @@ public final class OutboxRelay: Sendable {
             // instance may lead by now), and this pass fails before publishing anything.
             try await publishPending(on: leadership)
             if ContinuousClock.now - lastCleanup >= configuration.cleanupInterval {
-                try await deletePublished()
+                try await deletePublished(on: leadership)
                 lastCleanup = .now
             }
         }
@@ -202,11 +209,11 @@ public final class OutboxRelay: Sendable {
     /// Deletes published outbox rows, and inbox rows, older than the retention. An inbox row only
     /// matters while its message could still be redelivered, which is never days later; both
     /// tables otherwise grow without end. (The leader does it, so it runs once per schema.)
-    private func deletePublished() async throws {
+    private func deletePublished(on database: PostgresConnection) async throws {
         let retention = String(configuration.retention.seconds)
-        let deleted = try await pool.execute(
+        let deleted = try await database.execute(
             "DELETE FROM \(outbox.table) WHERE published_at < now() - make_interval(secs => $1)", retention)
-        let forgotten = try await pool.execute(
+        let forgotten = try await database.execute(
             "DELETE FROM \(outbox.inboxTable) WHERE received_at < now() - make_interval(secs => $1)", retention)
         if deleted + forgotten > 0 {
             logger.info("deleted \(deleted) published outbox rows and \(forgotten) inbox rows past retention")
