@@ -9,6 +9,7 @@
 # Environment (defaults in brackets):
 #   BAZAAR_RUN_DIR           as for scripts/stack.sh                         [<repo>/.run]
 #   BAZAAR_BUILD             debug or release                                [debug]
+#   BAZAAR_BIN_DIR           run the executables of this folder, built already [build them]
 #   ORDER_PORT INVENTORY_PORT PAYMENT_PORT NOTIFICATION_PORT                 [8080 8081 8082 8083]
 #   BAZAAR_SEED              seed demo products and accounts (1) or not (0)  [1]
 # Each service runs as its own broker user and database role (ORDER_AMQP_URL… in stack.env).
@@ -39,9 +40,14 @@ ready() { curl -fsS -o /dev/null --max-time 2 "$(url "$1")/health/ready" 2>/dev/
 
 start() {
   [ -f "$run_dir/stack.env" ] || fail "the stack is not up: run scripts/stack.sh up (or make run)"
-  say "building the services ($build; the first build takes a few minutes)"
-  (cd "$repo" && swift build -c "$build") || fail "the build failed (output above)"
-  local bin; bin=$(cd "$repo" && swift build -c "$build" --show-bin-path)
+  local bin
+  if [ -n "${BAZAAR_BIN_DIR:-}" ]; then
+    bin=$BAZAAR_BIN_DIR  # binaries built elsewhere (make chaos's release build, say): no build here
+  else
+    say "building the services ($build; the first build takes a few minutes)"
+    (cd "$repo" && swift build -c "$build") || fail "the build failed (output above)"
+    bin=$(cd "$repo" && swift build -c "$build" --show-bin-path)
+  fi
   for s in "${services[@]}"; do [ -x "$bin/$s-service" ] || fail "the build did not produce $bin/$s-service (run swift build to see why)"; done
 
   mkdir -p "$run_dir/logs" "$run_dir/pids"
