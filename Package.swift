@@ -31,6 +31,10 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         // Bearer tokens (JWT) for the HTTP APIs: signing and verifying is not something to hand-roll.
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        // Notification webhooks: outbound HTTP with timeouts, and HMAC-SHA256 signatures (swift-crypto
+        // is already in the graph through jwt-kit).
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "4.0.0"..<"5.0.0"),
     ],
     targets: [
         // C bindings: librabbitmq and libpq from Debian's -dev packages, and the one C function
@@ -92,7 +96,12 @@ let package = Package(
             resources: [.copy("Migrations")]),
         .executableTarget(name: "PaymentMain", dependencies: ["PaymentService", "ServiceKit"], path: "Services/Payment/Main"),
         .target(
-            name: "NotificationService", dependencies: ["ServiceKit"], path: "Services/Notification/NotificationService",
+            name: "NotificationService",
+            dependencies: [
+                "ServiceKit", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Services/Notification/NotificationService",
             resources: [.copy("Migrations")]),
         .executableTarget(
             name: "NotificationMain", dependencies: ["NotificationService", "ServiceKit"], path: "Services/Notification/Main"),
@@ -127,6 +136,8 @@ let package = Package(
                 "TestSupport", "Contracts", "AMQP", "Postgres", "Auth",
                 // Built for their executables, which the tests start as real processes.
                 "OrderMain", "InventoryMain", "PaymentMain", "NotificationMain", "BazaarCLI",
+                // The webhook receiver the tests start, which checks signatures as a customer's would.
+                .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Tests/EndToEndTests", exclude: ["schemathesis.toml"]),
         .testTarget(
