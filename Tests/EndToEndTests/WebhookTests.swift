@@ -56,6 +56,15 @@ struct WebhookTests {
             #expect(delivery["attempts"] as? Int == 1)
             #expect(delivery["host"] as? String == "127.0.0.1")
             #expect(delivery["deliveryId"] as? String == received.first?.deliveryId)
+
+            // Without a token nothing changes; bob can't remove alice's webhook; alice can.
+            let webhook = "\(system.url(.notification))/webhooks/alice"
+            #expect(try await HTTP.put(webhook, json: ["url": "http://127.0.0.1:1/"], as: .none).0 == 401)
+            #expect(try await HTTP.send("DELETE", webhook, body: nil, as: .customer("bob")).0 == 404)
+            #expect(try await HTTP.send("POST", webhook, body: nil).0 == 405)
+            #expect((try await HTTP.get(webhook).1 as? [String: Any])?["url"] as? String == receiver.url(for: "alice"))
+            #expect(try await HTTP.send("DELETE", webhook, body: nil, as: .customer("alice")).0 == 204)
+            #expect(try await HTTP.get(webhook).0 == 404)
         }
     }
 
