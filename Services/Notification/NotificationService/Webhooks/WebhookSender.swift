@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -54,7 +55,10 @@ struct WebhookSender: Sendable {
     func send(_ delivery: ClaimedDelivery, logger: Logger) async -> AttemptOutcome {
         if !settings.allowPrivateTargets {
             // Checked again at every delivery: the name may point elsewhere since registration.
-            let addresses = await Self.resolve(delivery.host)
+            // (Not resolving is no verdict on the host's addresses: DNS may be down for a while.)
+            guard let addresses = await Self.resolve(delivery.host, within: settings.connectTimeout), !addresses.isEmpty else {
+                return .hostFailed(status: nil, error: "could not resolve \(delivery.host) within \(settings.connectTimeout)")
+            }
             if let refusal = WebhookTarget.refusal(of: addresses, allowPrivateTargets: false) { return .refused(refusal) }
         }
         let payload = WebhookPayload(
@@ -96,38 +100,60 @@ struct WebhookSender: Sendable {
         }
     }
 
-    /// The host's addresses (an address literal is its own), from the system resolver on a
-    /// thread of its own, since `getaddrinfo` blocks.
-    static func resolve(_ host: String) async -> [IPAddress] {
+    /// The host's addresses (an address literal is its own), or nil if it could not be resolved
+    /// within `timeout`. The system resolver runs on a thread of its own, since `getaddrinfo`
+    /// blocks; one that hangs keeps only that thread (until `getaddrinfo` gives up), not the caller.
+    static func resolve(_ host: String, within timeout: Duration) async -> [IPAddress]? {
         if let literal = IPAddress(host) { return [literal] }
         return await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                var hints = addrinfo()
-                hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-                var list: UnsafeMutablePointer<addrinfo>?
-                guard getaddrinfo(host, nil, &hints, &list) == 0 else { return continuation.resume(returning: []) }
-                defer { freeaddrinfo(list) }
-                var addresses: [IPAddress] = []
-                var entry = list
-                while let current = entry {
-                    var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-                    if current.pointee.ai_family == AF_INET {
-                        current.pointee.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-                            var address = $0.pointee.sin_addr
-                            inet_ntop(AF_INET, &address, &text, socklen_t(text.count))
-                        }
-                    } else if current.pointee.ai_family == AF_INET6 {
-                        current.pointee.ai_addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
-                            var address = $0.pointee.sin6_addr
-                            inet_ntop(AF_INET6, &address, &text, socklen_t(text.count))
-                        }
-                    }
-                    let printed = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                    if let address = IPAddress(printed) { addresses.append(address) }
-                    entry = current.pointee.ai_next
-                }
-                continuation.resume(returning: addresses)
+            let once = ResumeOnce(continuation)
+            Task {
+                try? await Task.sleep(for: timeout)
+                once.resume(returning: nil)
             }
+            Thread.detachNewThread { once.resume(returning: lookUp(host)) }
         }
+    }
+
+    private static func lookUp(_ host: String) -> [IPAddress]? {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &list) == 0 else { return nil }
+        defer { freeaddrinfo(list) }
+        var addresses: [IPAddress] = []
+        var entry = list
+        while let current = entry {
+            var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+            if current.pointee.ai_family == AF_INET {
+                current.pointee.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                    var address = $0.pointee.sin_addr
+                    inet_ntop(AF_INET, &address, &text, socklen_t(text.count))
+                }
+            } else if current.pointee.ai_family == AF_INET6 {
+                current.pointee.ai_addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
+                    var address = $0.pointee.sin6_addr
+                    inet_ntop(AF_INET6, &address, &text, socklen_t(text.count))
+                }
+            }
+            let printed = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if let address = IPAddress(printed) { addresses.append(address) }
+            entry = current.pointee.ai_next
+        }
+        return addresses
+    }
+}
+
+/// Resumes a continuation with whichever result comes first (an answer or a timeout); later
+/// ones find it done.
+private final class ResumeOnce: Sendable {
+    private let continuation: Mutex<CheckedContinuation<[IPAddress]?, Never>?>
+
+    init(_ continuation: CheckedContinuation<[IPAddress]?, Never>) {
+        self.continuation = Mutex(continuation)
+    }
+
+    func resume(returning result: [IPAddress]?) {
+        continuation.withLock { $0.take() }?.resume(returning: result)
     }
 }
