@@ -189,6 +189,50 @@ struct WebhookTests {
         }
     }
 
+    @Test func aReceiverThatHoldsRequestsTakesOnlyItsShareOfTheSlots() async throws {
+        let (slow, fast) = (try await WebhookReceiver.start(), try await WebhookReceiver.start())
+        defer {
+            slow.stop()
+            fast.stop()
+        }
+        slow.setMode(.holding)
+        var environment = Self.environment
+        environment["WEBHOOK_CONCURRENCY"] = "4"
+        environment["WEBHOOK_HOST_CONCURRENCY"] = "2"
+        environment["WEBHOOK_TIMEOUT_MS"] = "30000"
+        try await withSystem(environment: environment) { system in
+            let shop = Shop(system)
+            try await shop.product("MUG-01", price: 100, stock: 100)
+            try await shop.account("alice", balance: 100_000)
+            try await shop.account("bob", balance: 100_000)
+            try await register(system, slow, "alice")
+            // Another host for the worker (its limits are per host), the same receiver process.
+            let (status, json) = try await HTTP.put(
+                "\(system.url(.notification))/webhooks/bob", json: ["url": "http://localhost:\(fast.port)/hooks/bob"])
+            #expect(status == 200)
+            fast.setSecret(try #require((json as? [String: Any])?["secret"] as? String), for: "bob")
+
+            var aliceOrders: [String] = []
+            for _ in 0..<6 {
+                aliceOrders.append(try await shop.waitUntilSettled(try await shop.place("alice", ["MUG-01": 1]).1["orderId"] as! String)["orderId"] as! String)
+            }
+            try await shop.eventually { slow.heldRequests == 2 }
+            let bobOrder = try await shop.waitUntilSettled(try await shop.place("bob", ["MUG-01": 1]).1["orderId"] as! String)
+            let bobId = bobOrder["orderId"] as! String
+            // Four slots, two taken by alice's receiver, which holds them well past this wait.
+            try await shop.eventually(within: .seconds(10)) { try await deliveries(system, bobId).first?["state"] as? String == "delivered" }
+            #expect(fast.received.map(\.orderId) == [bobId])
+            #expect(slow.heldRequests == 2)
+            #expect(try await deliveries(system, aliceOrders).allSatisfy { $0["state"] as? String == "pending" })
+
+            slow.setMode(.ok)
+            try await shop.eventually(within: .seconds(20)) {
+                try await deliveries(system, aliceOrders).allSatisfy { $0["state"] as? String == "delivered" }
+            }
+            #expect(Set(slow.received.map(\.orderId)) == Set(aliceOrders))
+        }
+    }
+
     @Test func inProductionModeAWebhookCannotReachInsideTheNetwork() async throws {
         let receiver = try await WebhookReceiver.start()
         defer { receiver.stop() }
@@ -268,6 +312,8 @@ final class WebhookReceiver: Sendable {
         case ok
         case failing
         case slow(Duration)
+        /// Holds every request until the mode changes (a minute at most).
+        case holding
     }
 
     struct Delivery: Sendable {
@@ -283,6 +329,7 @@ final class WebhookReceiver: Sendable {
         var received: [Delivery] = []
         var requests = 0
         var unverified = 0
+        var held = 0
     }
 
     let port: Int
@@ -320,6 +367,8 @@ final class WebhookReceiver: Sendable {
     /// Requests of any outcome.
     var requests: Int { state.withLock { $0.requests } }
     var unverifiedRequests: Int { state.withLock { $0.unverified } }
+    /// Requests held right now (`.holding`).
+    var heldRequests: Int { state.withLock { $0.held } }
 
     /// Shuts the server down gracefully: requests in flight finish first.
     func stop() {
@@ -339,6 +388,14 @@ final class WebhookReceiver: Sendable {
         switch mode {
         case .failing: return Response(status: .internalServerError)
         case .slow(let delay): try await Task.sleep(for: delay)
+        case .holding:
+            state.withLock { $0.held += 1 }
+            // A minute at most, so a test that fails while holding can't leave it holding forever.
+            for _ in 0..<1200 {
+                guard case .holding = state.withLock({ $0.mode }) else { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            state.withLock { $0.held -= 1 }
         case .ok: break
         }
         let payload = try JSONSerialization.jsonObject(with: body) as? [String: Any] ?? [:]

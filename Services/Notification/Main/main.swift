@@ -12,6 +12,7 @@ await ServiceMain.run(
       WEBHOOK_BREAKER_FAILURES       consecutive failures that open a host's breaker  [5]
       WEBHOOK_BREAKER_OPEN_SECONDS   how long an open breaker waits before a probe  [30]
       WEBHOOK_CONCURRENCY            deliveries in flight per instance  [16]
+      WEBHOOK_HOST_CONCURRENCY       of those, how many to one host  [4]
       WEBHOOK_POLL_INTERVAL_MS       how often an idle worker looks for due deliveries  [500]
       WEBHOOK_ALLOW_PRIVATE_TARGETS  true: accept loopback/private webhook URLs (local only)  [false]
 

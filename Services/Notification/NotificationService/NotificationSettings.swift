@@ -26,6 +26,9 @@ public struct NotificationSettings: Sendable {
     public var breakerOpenDuration: Duration
     /// `WEBHOOK_CONCURRENCY`: deliveries one instance sends at the same time. Default 16.
     public var concurrency: Int
+    /// `WEBHOOK_HOST_CONCURRENCY`: of those, how many may go to one host at the same time, so
+    /// that a slow receiver can't take every slot. Default 4.
+    public var hostConcurrency: Int
     /// `WEBHOOK_POLL_INTERVAL_MS`: how often an idle delivery worker looks for due deliveries.
     /// Default 500.
     public var pollInterval: Duration
@@ -54,6 +57,7 @@ public struct NotificationSettings: Sendable {
         breakerFailures = try integer("WEBHOOK_BREAKER_FAILURES", default: 5, in: 1...10_000)
         breakerOpenDuration = .seconds(try integer("WEBHOOK_BREAKER_OPEN_SECONDS", default: 30, in: 1...86_400))
         concurrency = try integer("WEBHOOK_CONCURRENCY", default: 16, in: 1...1000)
+        hostConcurrency = try integer("WEBHOOK_HOST_CONCURRENCY", default: 4, in: 1...1000)
         pollInterval = .milliseconds(try integer("WEBHOOK_POLL_INTERVAL_MS", default: 500, in: 10...600_000))
         switch environment["WEBHOOK_ALLOW_PRIVATE_TARGETS"] ?? "false" {
         case "true": allowPrivateTargets = true

@@ -51,8 +51,9 @@ final class CircuitBreakers: Sendable {
 
 /// Sends the delivery outbox's due rows, for the life of the process (a `ServiceDefinition` job).
 ///
-/// Up to `WEBHOOK_CONCURRENCY` deliveries are in flight at once; as each ends, the worker claims
-/// more. Claiming is a short transaction (`FOR UPDATE SKIP LOCKED`, so several instances share
+/// Up to `WEBHOOK_CONCURRENCY` deliveries are in flight at once, at most
+/// `WEBHOOK_HOST_CONCURRENCY` of them to one host (so one slow receiver can't hold up everyone
+/// else's); as each ends, the worker claims more. Claiming is a short transaction (`FOR UPDATE SKIP LOCKED`, so several instances share
 /// the work) that leases the rows by moving their due time past the request's timeout; the POST
 /// happens outside any transaction, and a second short one records the outcome. An instance that
 /// dies mid-request leaves its rows to come due again when the lease ends: delivery is at least
@@ -78,7 +79,7 @@ struct WebhookDeliveryWorker: Sendable {
     }
 
     private enum Event: Sendable {
-        case finished
+        case finished(host: String)
         case tick
     }
 
@@ -87,15 +88,17 @@ struct WebhookDeliveryWorker: Sendable {
         let sender = WebhookSender(client: client, settings: settings)
         await withTaskGroup(of: Event.self) { group in
             var inFlight = 0
+            var busy: [String: Int] = [:]
             var ticking = false
             while !Task.isCancelled {
                 let free = settings.concurrency - inFlight
                 if free > 0 {
-                    for delivery in await claim(limit: free) {
+                    for delivery in await claim(limit: free, busy: busy) {
                         inFlight += 1
+                        busy[delivery.host, default: 0] += 1
                         group.addTask {
                             await process(delivery, sender: sender)
-                            return .finished
+                            return .finished(host: delivery.host)
                         }
                     }
                 }
@@ -108,7 +111,9 @@ struct WebhookDeliveryWorker: Sendable {
                 }
                 // Wakes when a slot frees up or the poll interval has passed, whichever is first.
                 switch await group.next() {
-                case .finished: inFlight -= 1
+                case .finished(let host):
+                    inFlight -= 1
+                    busy[host] = busy[host].map { $0 - 1 }.flatMap { $0 > 0 ? $0 : nil }
                 case .tick: ticking = false
                 case nil: break
                 }
@@ -118,10 +123,12 @@ struct WebhookDeliveryWorker: Sendable {
         try? await client.shutdown()
     }
 
-    private func claim(limit: Int) async -> [ClaimedDelivery] {
-        let (store, lease) = (store, settings.totalTimeout + settings.connectTimeout + .seconds(10))
+    private func claim(limit: Int, busy: [String: Int]) async -> [ClaimedDelivery] {
+        let (store, lease, perHost) = (store, settings.totalTimeout + settings.connectTimeout + .seconds(10), settings.hostConcurrency)
         do {
-            return try await pool.transaction { tx in try store.claimDue(limit: limit, lease: lease, in: tx) }
+            return try await pool.transaction { tx in
+                try store.claimDue(limit: limit, perHost: perHost, busy: busy, lease: lease, in: tx)
+            }
         } catch {
             logger.warning("could not claim webhook deliveries, trying again: \(error)")
             return []

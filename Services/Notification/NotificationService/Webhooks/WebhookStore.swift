@@ -87,21 +87,34 @@ struct WebhookStore: Sendable {
 
     /// Claims up to `limit` due deliveries: locks them (skipping rows another worker holds),
     /// and leases them until `leaseEnd` by moving their due time, then commits — the requests
-    /// are sent outside any transaction.
-    func claimDue(limit: Int, lease: Duration, in tx: PostgresTransaction) throws -> [ClaimedDelivery] {
-        try tx.query(
+    /// are sent outside any transaction. At most `perHost` per host, less what `busy` says this
+    /// worker already has in flight to it: a slow receiver can't take every slot.
+    func claimDue(
+        limit: Int, perHost: Int, busy: [String: Int], lease: Duration, in tx: PostgresTransaction
+    ) throws -> [ClaimedDelivery] {
+        // Hosts are URL hosts, which contain no spaces: a space-separated list binds as one text.
+        let busyHosts = busy.keys.sorted()
+        return try tx.query(
             """
-            WITH due AS (
-                SELECT delivery_id FROM \(schema).webhook_deliveries
-                WHERE state = 'pending' AND next_attempt_at <= now() AND webhook_id IS NOT NULL
-                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
+            WITH busy AS (
+                SELECT * FROM unnest(string_to_array($3, ' '), string_to_array($4, ' ')::int[]) AS b(host, in_flight)
+            ), ranked AS (
+                SELECT c.delivery_id, c.next_attempt_at,
+                    row_number() OVER (PARTITION BY c.host ORDER BY c.next_attempt_at) + coalesce(b.in_flight, 0) AS slot
+                FROM \(schema).webhook_deliveries c LEFT JOIN busy b ON b.host = c.host
+                WHERE c.state = 'pending' AND c.next_attempt_at <= now() AND c.webhook_id IS NOT NULL
+            ), due AS (
+                SELECT d.delivery_id FROM \(schema).webhook_deliveries d JOIN ranked r ON r.delivery_id = d.delivery_id
+                WHERE r.slot <= $5
+                ORDER BY r.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED
             )
             UPDATE \(schema).webhook_deliveries d SET next_attempt_at = now() + $2 * interval '1 millisecond'
             FROM due, \(schema).webhooks w, \(schema).notifications n
             WHERE d.delivery_id = due.delivery_id AND w.webhook_id = d.webhook_id AND n.notification_id = d.notification_id
             RETURNING d.delivery_id, d.attempts, w.url, w.host, w.secret,
                 n.notification_id, n.order_id, n.customer_id, n.kind, n.created_at
-            """, limit, Self.milliseconds(lease)
+            """, limit, Self.milliseconds(lease), busyHosts.joined(separator: " "),
+            busyHosts.map { String(busy[$0]!) }.joined(separator: " "), perHost
         ).map {
             ClaimedDelivery(
                 deliveryId: try $0.decode(UUID.self, column: "delivery_id"),
