@@ -233,6 +233,33 @@ struct WebhookTests {
         }
     }
 
+    @Test func theServiceStopsPromptlyWhileAReceiverHoldsItsRequests() async throws {
+        let receiver = try await WebhookReceiver.start()
+        defer { receiver.stop() }
+        receiver.setMode(.holding)
+        var environment = Self.environment
+        environment["WEBHOOK_TIMEOUT_MS"] = "60000"
+        try await withSystem(environment: environment) { system in
+            let shop = Shop(system)
+            try await shop.product("MUG-01", price: 100, stock: 100)
+            try await shop.account("alice", balance: 100_000)
+            try await register(system, receiver, "alice")
+            let order = try await shop.waitUntilSettled(try await shop.place("alice", ["MUG-01": 1]).1["orderId"] as! String)
+            try await shop.eventually { receiver.heldRequests == 1 }
+            // The request in flight is cancelled, not waited for; its row stays pending (leased),
+            // for the next instance to send.
+            let (status, took) = await system.terminate(.notification)
+            #expect(status == 0, "the notification service exited with \(status)")
+            #expect(took < .seconds(5), "shutdown took \(took)")
+            #expect(system.log(of: .notification).contains("notification service stopped"))
+            let state = try await system.pool.query(
+                "SELECT state FROM \(system.schema(.notification)).webhook_deliveries d JOIN \(system.schema(.notification)).notifications n USING (notification_id) WHERE n.order_id = $1",
+                UUID(uuidString: order["orderId"] as! String)!
+            ).first?.decode(String.self, column: "state")
+            #expect(state == "pending")
+        }
+    }
+
     @Test func inProductionModeAWebhookCannotReachInsideTheNetwork() async throws {
         let receiver = try await WebhookReceiver.start()
         defer { receiver.stop() }

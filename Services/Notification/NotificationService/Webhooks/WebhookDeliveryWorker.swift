@@ -148,8 +148,9 @@ struct WebhookDeliveryWorker: Sendable {
             return
         }
         let outcome = await sender.send(delivery, logger: logger)
-        // Shutting down mid-request: the lease brings the row back; nothing to record.
-        if Task.isCancelled { return }
+        // Shutting down mid-request (it was cancelled): the lease brings the row back, so only a
+        // success is worth recording — it spares the receiver a repeat.
+        if Task.isCancelled, outcome.status.map({ !(200..<300).contains($0) }) ?? true { return }
         let attempts = delivery.attempts + 1
         let retry = settings.backoff.delay(afterAttempts: attempts)
         switch outcome {

@@ -22,6 +22,15 @@ enum AttemptOutcome: Sendable, Equatable {
     case hostFailed(status: Int?, error: String)
     /// Not sent, and never will be: the host resolves to an address we must not call.
     case refused(String)
+
+    /// The receiver's HTTP status, if it answered.
+    var status: Int? {
+        switch self {
+        case .delivered(let status), .rejected(let status): status
+        case .hostFailed(let status, _): status
+        case .refused: nil
+        }
+    }
 }
 
 /// The body a receiver gets: the notification, and the delivery's id (the same on every attempt,
