@@ -260,6 +260,29 @@ struct WebhookTests {
         }
     }
 
+    @Test func twoInstancesShareTheDeliveriesAndSendEachOnce() async throws {
+        let receiver = try await WebhookReceiver.start()
+        defer { receiver.stop() }
+        receiver.setMode(.slow(.milliseconds(200)))
+        try await withSystem(environment: Self.environment) { system in
+            try await system.start([.notification], instance: 2)
+            let shop = Shop(system)
+            try await shop.product("MUG-01", price: 100, stock: 100)
+            try await shop.account("alice", balance: 100_000)
+            try await register(system, receiver, "alice")
+            var orderIds: [String] = []
+            for _ in 0..<20 { orderIds.append(try await shop.place("alice", ["MUG-01": 1]).1["orderId"] as! String) }
+            let schema = system.schema(.notification)
+            try await shop.eventually(within: .seconds(30)) {
+                try await system.pool.query("SELECT count(*) FROM \(schema).webhook_deliveries WHERE state = 'delivered'").first!
+                    .decode(Int.self, at: 0) == 20
+            }
+            let received = receiver.received
+            #expect(Set(received.map(\.orderId)) == Set(orderIds))
+            #expect(received.count == 20, "each delivery sent once: \(received.count) requests")
+        }
+    }
+
     @Test func inProductionModeAWebhookCannotReachInsideTheNetwork() async throws {
         let receiver = try await WebhookReceiver.start()
         defer { receiver.stop() }
