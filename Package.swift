@@ -38,6 +38,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
+        // Notification webhooks: outbound HTTP with timeouts, and HMAC-SHA256 signatures (swift-crypto
+        // is already in the graph through jwt-kit).
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "4.0.0"..<"5.0.0"),
     ],
     targets: [
         // C bindings: librabbitmq and libpq from Debian's -dev packages, and the one C function
@@ -108,7 +112,12 @@ let package = Package(
             resources: [.copy("Migrations")]),
         .executableTarget(name: "PaymentMain", dependencies: ["PaymentService", "ServiceKit"], path: "Services/Payment/Main"),
         .target(
-            name: "NotificationService", dependencies: ["ServiceKit"], path: "Services/Notification/NotificationService",
+            name: "NotificationService",
+            dependencies: [
+                "ServiceKit", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Services/Notification/NotificationService",
             resources: [.copy("Migrations")]),
         .executableTarget(
             name: "NotificationMain", dependencies: ["NotificationService", "ServiceKit"], path: "Services/Notification/Main"),
@@ -141,10 +150,11 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "TestSupport", "Contracts", "AMQP", "Postgres", "Auth",
-                // A stand-in OpenTelemetry collector (ObservabilityTests).
-                .product(name: "Hummingbird", package: "hummingbird"),
                 // Built for their executables, which the tests start as real processes.
                 "OrderMain", "InventoryMain", "PaymentMain", "NotificationMain", "BazaarCLI",
+                // The webhook receiver the tests start, which checks signatures as a customer's would, and
+                // a stand-in OpenTelemetry collector (ObservabilityTests).
+                .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Tests/EndToEndTests", exclude: ["schemathesis.toml"]),
         .testTarget(

@@ -58,8 +58,10 @@ start() {
       || fail "$run_dir/stack.env has no ${s^^}_AMQP_URL or ${s^^}_DATABASE_URL: run scripts/stack.sh up again"
     # Least privilege: its own broker user, which may declare nothing (stack.sh loaded the whole
     # topology from the definitions), and its own database role; no other service's secret.
+    # Webhooks may point at this machine here (the tour's receiver); in production they may not.
     AMQP_URL=${stack[${s^^}_AMQP_URL]} DATABASE_URL=${stack[${s^^}_DATABASE_URL]} AMQP_DECLARE_TOPOLOGY=none \
       AUTH_JWT_SECRET=${stack[AUTH_JWT_SECRET]:-} HTTP_PORT=${ports[$s]} INSTANCE_NAME="$s-1" \
+      WEBHOOK_ALLOW_PRIVATE_TARGETS=true \
       setsid nohup "$bin/$s-service" >>"$run_dir/logs/$s.log" 2>&1 &
     echo $! >"$(pid_file "$s")"
     say "started $s (pid $!, log $run_dir/logs/$s.log)"

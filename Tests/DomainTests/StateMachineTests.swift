@@ -141,7 +141,7 @@ struct HandlerCatalogueTests {
             try OrderService.definition(settings: try ServiceSettings(service: .order, environment: ["AUTH_JWT_SECRET": String(repeating: "k", count: 32)]), orderSettings: try OrderSettings(environment: [:])),
             try InventoryService.definition(settings: try ServiceSettings(service: .inventory, environment: ["AUTH_JWT_SECRET": String(repeating: "k", count: 32)])),
             try PaymentService.definition(settings: try ServiceSettings(service: .payment, environment: ["AUTH_JWT_SECRET": String(repeating: "k", count: 32)])),
-            try NotificationService.definition(settings: try ServiceSettings(service: .notification, environment: ["AUTH_JWT_SECRET": String(repeating: "k", count: 32)])),
+            try NotificationService.definition(settings: try ServiceSettings(service: .notification, environment: ["AUTH_JWT_SECRET": String(repeating: "k", count: 32)]), notificationSettings: try NotificationSettings(environment: [:])),
         ]
         for definition in definitions {
             let catalogued = Set(EventCatalogue.subscriptions[definition.service, default: []].map { EventKey($0) })
