@@ -276,54 +276,40 @@ struct SagaTests {
         }
     }
 
-    @Test func readinessTurnsFalseWhileTheBrokerIsUnreachableAndTrueAfterwards() async throws {
+    enum Dependency: String, CaseIterable, Sendable { case broker, database }
+
+    @Test(arguments: Dependency.allCases)
+    func readinessTurnsFalseWhileADependencyHangsAndTrueAfterwards(_ hung: Dependency) async throws {
         let system = try await RunningSystem()
-        var direct = try #require(URLComponents(string: system.vhost.amqpURL))
-        let proxy = try TCPProxy(upstreamPort: direct.port!)
+        let proxy: TCPProxy
+        switch hung {
+        case .broker:
+            var direct = try #require(URLComponents(string: system.vhost.amqpURL))
+            proxy = try TCPProxy(upstreamPort: direct.port!)
+            direct.port = proxy.port
+            direct.query = "heartbeat=1"  // notice a silent broker within seconds
+            system.amqpURLOverride = direct.string
+        case .database:
+            var database = try #require(URLComponents(string: try StackEnvironment.databaseURL))
+            proxy = try TCPProxy(upstreamPort: database.port!)
+            database.port = proxy.port
+            system.extraEnvironment = ["DATABASE_URL": database.string!]
+        }
         defer { proxy.stop() }
-        direct.port = proxy.port
-        direct.query = "heartbeat=1"  // notice a silent broker within seconds
-        system.amqpURLOverride = direct.string
         do {
             try await system.start([.payment])
             let ready = "\(system.url(.payment))/health/ready"
             #expect(try await HTTP.get(ready).0 == 200)
 
-            proxy.freeze()  // the broker goes silent: no error, no close
+            proxy.freeze()  // it goes silent: no error, no close
             try await Shop(system).eventually { try await HTTP.get(ready).0 == 503 }
             let (_, report) = try await HTTP.get(ready)
-            #expect(((report as? [String: Any])?["checks"] as? [String: String])?["database"] == "ok")
+            let other = hung == .broker ? "database" : "broker.consumer"
+            #expect(((report as? [String: Any])?["checks"] as? [String: String])?[other] == "ok")
             #expect(try await HTTP.get("\(system.url(.payment))/health/live").0 == 200)
 
             proxy.thaw()
             try await Shop(system).eventually(within: .seconds(40)) { try await HTTP.get(ready).0 == 200 }
-        } catch {
-            await system.tearDown()
-            throw error
-        }
-        await system.tearDown()
-    }
-
-    @Test func readinessTurnsFalseWhileTheDatabaseHangsAndTrueAfterwards() async throws {
-        let system = try await RunningSystem()
-        var database = try #require(URLComponents(string: try StackEnvironment.databaseURL))
-        let proxy = try TCPProxy(upstreamPort: database.port!)
-        defer { proxy.stop() }
-        database.port = proxy.port
-        system.extraEnvironment = ["DATABASE_URL": database.string!]
-        do {
-            try await system.start([.payment])
-            let ready = "\(system.url(.payment))/health/ready"
-            #expect(try await HTTP.get(ready).0 == 200)
-
-            proxy.freeze()  // the database goes silent: no error, no close
-            try await Shop(system).eventually { try await HTTP.get(ready).0 == 503 }
-            let (_, report) = try await HTTP.get(ready)
-            #expect(((report as? [String: Any])?["checks"] as? [String: String])?["broker.consumer"] == "ok")
-            #expect(try await HTTP.get("\(system.url(.payment))/health/live").0 == 200)
-
-            proxy.thaw()
-            try await Shop(system).eventually { try await HTTP.get(ready).0 == 200 }
         } catch {
             await system.tearDown()
             throw error
