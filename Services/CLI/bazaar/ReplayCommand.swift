@@ -52,8 +52,9 @@ struct ReplayCommand: AsyncParsableCommand {
                 guard ContinuousClock.now < deadline else {
                     throw CLIError(
                         "rebuild \(rebuild.rebuildId) not done after \(timeout) s: received \(rebuild.received) of "
-                            + "\(rebuild.expected.map(String.init) ?? "?") products; the live copy is unchanged. "
-                            + "Are inventory and its relay running? (An empty catalogue sends no snapshot.)")
+                            + "\(rebuild.expected.map(String.init) ?? "?") products. Orders are still priced from the live copy, "
+                            + "which the snapshot replaces if it completes later. Are inventory and its relay running? "
+                            + "(An empty catalogue sends no snapshot.)")
                 }
                 try await Task.sleep(for: .milliseconds(100))
                 let polled = try await client.send("GET", .order, "/catalogue/rebuilds/\(rebuild.rebuildId)")
