@@ -25,6 +25,9 @@ struct ReplayTests {
             try await system.pool.execute("UPDATE \(catalogue) SET price = 1 WHERE sku = 'SKU-2'")
             try await system.pool.execute(
                 "INSERT INTO \(catalogue) (sku, name, price, revision, updated_at) VALUES ('GHOST', 'ghost', 5, 1, now() - interval '1 hour')")
+            // And a live update newer than any snapshot inventory can send (as if its ProductUpdated
+            // arrived while the snapshot travelled): the swap must keep it.
+            try await system.pool.execute("UPDATE \(catalogue) SET price = 777, revision = 99 WHERE sku = 'SKU-5'")
 
             // Orders for skus the copy knows, ten at a time, from before the rebuild until after it.
             let load = Task {
@@ -58,14 +61,17 @@ struct ReplayTests {
 
             #expect(rebuilt.status == 0, "\(rebuilt.output)")
             #expect(rebuilt.output.contains("rebuilt the catalogue: 40 products in"), "\(rebuilt.output)")
-            #expect(rebuilt.output.contains("1 stale removed"), "\(rebuilt.output)")
+            #expect(rebuilt.output.contains("(39 from the snapshot, 1 kept as newer live updates, 1 stale removed)"), "\(rebuilt.output)")
             #expect(statuses.count >= 100, "only \(statuses.count) orders placed")
             #expect(statuses.allSatisfy { $0 == 202 }, "refused: \(statuses.filter { $0 != 202 })")
 
-            // The copy is inventory's catalogue again: the lost product back, the price right, no ghost.
+            // The copy is inventory's catalogue again: the lost product back, the price right, no
+            // ghost; and the newer live update kept.
             let rows = try await system.pool.query("SELECT sku, price FROM \(catalogue) ORDER BY sku")
             let copy = Dictionary(uniqueKeysWithValues: try rows.map { (try $0.decode(String.self, column: "sku"), try $0.decode(Int.self, column: "price")) })
-            #expect(copy == Dictionary(uniqueKeysWithValues: skus.enumerated().map { ($1, 100 + $0) }))
+            var expected = Dictionary(uniqueKeysWithValues: skus.enumerated().map { ($1, 100 + $0) })
+            expected["SKU-5"] = 777
+            #expect(copy == expected)
             let staged = try await system.pool.query("SELECT 1 FROM \(system.schema(.order)).catalogue_staging")
             #expect(staged.isEmpty, "the staged snapshot is dropped after the swap")
         }
