@@ -176,4 +176,41 @@ struct ReplayTests {
             #expect(try await connection.queueStatus("inventory.dlq").messages == 0, "a replay is trusted like the original")
         }
     }
+
+    /// As deployed: each service its own broker user, the topology and permissions from the
+    /// deployment's definitions. The rebuild's events pass the topic permissions, and a replay
+    /// carries the producer's `user-id` (the admin impersonates it), so the consumer trusts it.
+    @Test func asTheDeploymentsBrokerUsersARebuildAndAReplayPassPermissionsAndProvenanceChecks() async throws {
+        let system = try await RunningSystem(environment: ["ORDER_PENDING_TIMEOUT_SECONDS": "600"], serviceUsers: true)
+        do {
+            try await system.start([.order, .inventory])
+            let shop = Shop(system)
+            try await shop.product("MUG-01", price: 1250, stock: 100)
+            let catalogue = "\(system.schema(.order)).catalogue"
+            try await system.pool.execute("UPDATE \(catalogue) SET price = 1 WHERE sku = 'MUG-01'")
+            let rebuilt = try bazaar(system, ["replay", "catalogue"])
+            #expect(rebuilt.status == 0, "\(rebuilt.output)")
+            #expect(try await system.pool.query("SELECT 1 FROM \(catalogue) WHERE sku = 'MUG-01' AND price = 1250").count == 1)
+
+            #expect(try await shop.place("alice", ["MUG-01": 2]).0 == 202)
+            try await shop.eventually { try await shop.stock("MUG-01") == Stock(available: 98, reserved: 2) }
+            let users = ServiceUsers.services.map { "\($0)=\(ServiceUsers.user($0, in: system.vhost))" }.joined(separator: ",")
+            let replayed = try bazaar(
+                system, ["replay", "events", "--from-service", "order", "--since", "5m", "--to-queue", "inventory"],
+                environment: ["AMQP_PUBLISHER_USERS": users])
+            #expect(replayed.status == 0, "\(replayed.output)")
+            // The rebuild's request and the order: inventory has both already.
+            #expect(replayed.output.contains("replayed 2 event(s) of order"), "\(replayed.output)")
+            try await shop.eventually { system.log(of: .inventory).components(separatedBy: "duplicate, skipped").count - 1 == 2 }
+            #expect(try await shop.stock("MUG-01") == Stock(available: 98, reserved: 2))
+            let admin = try await AMQPConnection.connect(try AMQPConfiguration(url: system.vhost.amqpURL), logger: .init(label: "e2e"))
+            #expect(try await admin.queueStatus("inventory.dlq").messages == 0)
+            #expect(try await admin.queueStatus("order.dlq").messages == 0)
+            await admin.close()
+        } catch {
+            await system.tearDown()
+            throw error
+        }
+        await system.tearDown()
+    }
 }
