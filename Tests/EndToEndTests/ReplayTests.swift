@@ -1,6 +1,7 @@
 import AMQP
 import Foundation
 import Postgres
+import Synchronization
 import TestSupport
 import Testing
 
@@ -30,20 +31,19 @@ struct ReplayTests {
             try await system.pool.execute("UPDATE \(catalogue) SET price = 777, revision = 99 WHERE sku = 'SKU-5'")
 
             // Orders for skus the copy knows, ten at a time, from before the rebuild until after it.
+            // (A flag ends the load, not cancellation: cancelling a task in URLSession.data(for:)
+            // can deadlock in swift-corelibs-foundation.)
+            let stop = StopFlag()
             let load = Task {
                 try await withThrowingTaskGroup(of: [Int].self) { group in
                     for worker in 0..<10 {
                         group.addTask {
                             var statuses: [Int] = []
                             var round = 0
-                            while !Task.isCancelled {
+                            while !stop.isSet {
                                 let sku = skus[(worker * 7 + round) % 39]  // never SKU-40, the lost one
                                 round += 1
-                                do {
-                                    statuses.append(try await shop.place("customer-\(worker)", [sku: 1]).0)
-                                } catch where Task.isCancelled {
-                                    break  // the request cut short by the end of the load
-                                }
+                                statuses.append(try await shop.place("customer-\(worker)", [sku: 1]).0)
                             }
                             return statuses
                         }
@@ -56,7 +56,7 @@ struct ReplayTests {
             }
             let rebuilt = try bazaar(system, ["replay", "catalogue"])
             try await Task.sleep(for: .milliseconds(300))
-            load.cancel()
+            stop.set()
             let statuses = try await load.value
 
             #expect(rebuilt.status == 0, "\(rebuilt.output)")
@@ -213,4 +213,11 @@ struct ReplayTests {
         }
         await system.tearDown()
     }
+}
+
+/// A one-way switch shared by concurrent tasks.
+final class StopFlag: Sendable {
+    private let value = Mutex(false)
+    var isSet: Bool { value.withLock { $0 } }
+    func set() { value.withLock { $0 = true } }
 }
