@@ -7,16 +7,16 @@ import Foundation
 public enum EventCatalogue {
     /// Every published event version.
     public static let events: [any DomainEvent.Type] = [
-        OrderPlaced.self, OrderConfirmed.self, OrderCancelled.self,
-        StockReserved.self, StockRejected.self, StockReleased.self, ProductUpdated.self,
+        OrderPlaced.self, OrderConfirmed.self, OrderCancelled.self, CatalogueSnapshotRequested.self,
+        StockReserved.self, StockRejected.self, StockReleased.self, ProductUpdated.self, ProductSnapshot.self,
         PaymentCaptured.self, PaymentDeclined.self, PaymentRefunded.self,
         NotificationSent.self,
     ]
 
     /// The events each service consumes (its queue is bound to their routing keys).
     public static let subscriptions: [ServiceName: [any DomainEvent.Type]] = [
-        .order: [ProductUpdated.self, StockRejected.self, PaymentCaptured.self, PaymentDeclined.self],
-        .inventory: [OrderPlaced.self, OrderConfirmed.self, OrderCancelled.self],
+        .order: [ProductUpdated.self, ProductSnapshot.self, StockRejected.self, PaymentCaptured.self, PaymentDeclined.self],
+        .inventory: [OrderPlaced.self, OrderConfirmed.self, OrderCancelled.self, CatalogueSnapshotRequested.self],
         .payment: [StockReserved.self, OrderCancelled.self],
         .notification: [OrderConfirmed.self, OrderCancelled.self, PaymentRefunded.self],
     ]

@@ -57,7 +57,16 @@ struct RetryState {
         properties = delivery.properties
         let headers = delivery.properties.headers
         guard delivery.exchange == service.retryExchange else {
-            origin = Origin(exchange: delivery.exchange, routingKey: delivery.routingKey, userId: delivery.properties.userId)
+            // A replay (`OutboxReplay`) comes through the default exchange, naming the exchange the
+            // event was first published to; it is checked against the envelope as that exchange
+            // would be. The `user-id` is checked as for any delivery, and only the producer or an
+            // admin with the impersonator tag can set it (services may not write to the default
+            // exchange), so the header is the admin's word, not a stranger's.
+            let replayedFrom = delivery.exchange.isEmpty ? headers[OutboxReplay.exchangeHeader]?.string : nil
+            origin = Origin(
+                exchange: replayedFrom ?? delivery.exchange,
+                routingKey: replayedFrom == nil ? delivery.routingKey : headers[OutboxReplay.routingKeyHeader]?.string ?? delivery.routingKey,
+                userId: delivery.properties.userId)
             attempts = 0
             firstFailureAt = nil
             return

@@ -68,10 +68,10 @@ RETRY_BINDINGS = {  # a failed delivery into the retry queue of its attempt, and
 }
 BINDINGS = {  # (exchange, queue, routing key)
     ("orders", "inventory", "order.placed.v1"), ("orders", "inventory", "order.confirmed.v1"),
-    ("orders", "inventory", "order.cancelled.v1"),
+    ("orders", "inventory", "order.cancelled.v1"), ("orders", "inventory", "catalogue.requested.v1"),
     ("orders", "payment", "order.cancelled.v1"),
     ("orders", "notification", "order.confirmed.v1"), ("orders", "notification", "order.cancelled.v1"),
-    ("inventory", "order", "product.updated.v1"), ("inventory", "order", "stock.rejected.v1"),
+    ("inventory", "order", "product.updated.v1"), ("inventory", "order", "product.snapshot.v1"), ("inventory", "order", "stock.rejected.v1"),
     ("inventory", "payment", "stock.reserved.v1"),
     ("payments", "order", "payment.captured.v1"), ("payments", "order", "payment.declined.v1"),
     ("payments", "notification", "payment.refunded.v1"),
@@ -92,13 +92,13 @@ PERMISSIONS = {  # user: (configure, write, read)
     s: ("^$", rf"^({EXCHANGE[s]}|{s}\.dlx|{s}\.retry)$", rf"^{s}$") for s in SERVICES
 }
 PUBLISHED = {  # the routing keys each service publishes (docs/event-catalogue.md)
-    "order": {"order.placed.v1", "order.confirmed.v1", "order.cancelled.v1"},
-    "inventory": {"stock.reserved.v1", "stock.rejected.v1", "stock.released.v1", "product.updated.v1"},
+    "order": {"order.placed.v1", "order.confirmed.v1", "order.cancelled.v1", "catalogue.requested.v1"},
+    "inventory": {"stock.reserved.v1", "stock.rejected.v1", "stock.released.v1", "product.updated.v1", "product.snapshot.v1"},
     "payment": {"payment.captured.v1", "payment.declined.v1", "payment.refunded.v1"},
     "notification": {"notification.sent.v1"},
 }
 TOPIC_PERMISSIONS = {  # user: (exchange, write): only the routing keys of the user's own events
-    "order": ("orders", r"^order\..*"), "inventory": ("inventory", r"^(stock|product)\..*"),
+    "order": ("orders", r"^(order|catalogue)\..*"), "inventory": ("inventory", r"^(stock|product)\..*"),
     "payment": ("payments", r"^payment\..*"), "notification": ("notifications", r"^notification\..*"),
 }
 

@@ -413,6 +413,40 @@ final class RuntimeIntegrationTests {
         }
     }
 
+    /// A replay (`OutboxReplay`) reaches the queue through the default exchange; it is judged by
+    /// the exchange it names, so it applies when that is its producer's, and is parked otherwise.
+    @Test func aReplayThroughTheDefaultExchangeIsCheckedAgainstTheExchangeItNames() async throws {
+        try await withEnvironment { env in
+            let consumer = try env.consumer { handlers in
+                handlers.on(OrderPlaced.self) { envelope, context in
+                    try context.transaction.execute(
+                        "INSERT INTO \(env.schemaName).effects (order_id) VALUES ($1)", envelope.data.orderId)
+                }
+            }
+            func replay(naming exchange: String?) async throws -> EventConsumer.Outcome {
+                var headers: AMQPTable = [OutboxReplay.replayedHeader: .bool(true)]
+                if let exchange {
+                    headers[OutboxReplay.exchangeHeader] = .string(exchange)
+                    headers[OutboxReplay.routingKeyHeader] = .string(OrderPlaced.routingKey)
+                }
+                try await env.connection.publish(
+                    OutgoingMessage(
+                        exchange: "", routingKey: env.workQueue, body: Array(try EventJSON.encode(Self.orderPlaced())),
+                        properties: AMQPProperties(headers: headers, userId: env.connection.user)))
+                return await consumer.handle(try await env.nextWork())
+            }
+            #expect(try await replay(naming: "orders") == .applied)
+            for exchange in ["payments", nil] {
+                guard case .deadLettered(let reason) = try await replay(naming: exchange) else {
+                    Issue.record("a replay naming \(exchange ?? "no exchange") was not parked")
+                    continue
+                }
+                #expect(reason.hasPrefix("untrusted_source"))
+            }
+            #expect(try await env.count("effects") == 1)
+        }
+    }
+
     @Test func anOversizedMessageIsParkedUnread() async throws {
         try await withEnvironment { env in
             let consumer = try env.consumer { handlers in handlers.on(OrderPlaced.self) { _, _ in } }

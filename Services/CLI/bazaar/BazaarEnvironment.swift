@@ -1,5 +1,6 @@
 import Auth
 import Contracts
+import EventRuntime
 import Foundation
 import Logging
 
@@ -71,6 +72,10 @@ struct BazaarEnvironment: Sendable {
             throw CLIError("AUTH_JWT_SECRET: \(error)")
         }
     }
+
+    /// `AMQP_PUBLISHER_USERS`, as the services read it: the broker user each service publishes
+    /// as, which a replay must set as `user-id` (default: the services' names).
+    var publisherUsers: PublisherUsers { (try? PublisherUsers(parsing: values["AMQP_PUBLISHER_USERS"])) ?? .serviceNames }
 
     /// `ORDER_URL`, `INVENTORY_URL`… (default: the local stack's ports).
     func url(of service: ServiceName) -> String {

@@ -155,8 +155,7 @@ struct DeadLetter: Codable {
     }
 
     /// The services' broker users: `AMQP_PUBLISHER_USERS` as the services read it, or their names.
-    static let publisherUsers =
-        (try? PublisherUsers(parsing: BazaarEnvironment.load().values["AMQP_PUBLISHER_USERS"])) ?? .serviceNames
+    static let publisherUsers = BazaarEnvironment.load().publisherUsers
 
     var summary: String {
         "\(queue)  \(messageId)  \(type)  \(reason)\(error.map { ": \($0.prefix(120))" } ?? "")"

@@ -6,16 +6,18 @@ import Postgres
 import ServiceKit
 
 /// The order service: takes orders over HTTP, keeps a copy of the catalogue from inventory's
-/// events, and moves each order to confirmed or cancelled as the saga's events arrive.
+/// events (and rebuilds it from a snapshot on request), and moves each order to confirmed or cancelled as the saga's events arrive.
 public enum OrderService {
     public static func definition(settings: ServiceSettings, orderSettings: OrderSettings) throws -> ServiceDefinition {
         let store = try OrderStore(schema: settings.schema)
+        let rebuilds = try CatalogueRebuilds(schema: settings.schema)
         return ServiceDefinition(
             service: .order,
             migrations: try Migrations.load(from: Bundle.module.resourceURL!.appendingPathComponent("Migrations")),
-            handlers: OrderHandlers.make(store: store),
+            handlers: OrderHandlers.make(store: store, rebuilds: rebuilds),
             routes: { router, dependencies in
                 OrderRoutes(store: store, dependencies: dependencies, settings: orderSettings).add(to: router)
+                CatalogueRebuildRoutes(rebuilds: rebuilds, dependencies: dependencies).add(to: router)
             },
             jobs: [{ dependencies in try await sweepOverdueOrders(store: store, settings: orderSettings, dependencies) }])
     }

@@ -96,6 +96,46 @@ public struct ProductUpdated: DomainEvent {
     }
 }
 
+/// One product as it stands, sent because a snapshot of the whole catalogue was requested
+/// (`CatalogueSnapshotRequested`), not because it changed.
+///
+/// A type of its own rather than a `ProductUpdated` with a flag: nothing changed, so consumers of
+/// `ProductUpdated` (who react to changes) must not see a rebuild as a burst of updates; its own
+/// routing key (`product.snapshot.v1`) lets only the services that rebuild from snapshots bind
+/// it; and `ProductUpdated` v1 stays as it is, with no second version to roll out.
+public struct ProductSnapshot: DomainEvent {
+    public static let type = "ProductSnapshot"
+    public static let version = 1
+    public static let producer = ServiceName.inventory
+    public static let subject = "product.snapshot"
+
+    /// The rebuild that asked for it (also the envelope's correlation id).
+    public var rebuildId: UUID
+    /// 1 to `total`: this product's place in the snapshot.
+    public var index: Int
+    /// How many products the snapshot holds: the rebuild is complete once it has them all.
+    public var total: Int
+    public var sku: String
+    public var name: String
+    /// Cents.
+    public var price: Int
+    /// Units available for sale when the snapshot was taken.
+    public var available: Int
+    /// The product's revision when the snapshot was taken, as `ProductUpdated` carries it.
+    public var revision: Int
+
+    public init(rebuildId: UUID, index: Int, total: Int, sku: String, name: String, price: Int, available: Int, revision: Int) {
+        self.rebuildId = rebuildId
+        self.index = index
+        self.total = total
+        self.sku = sku
+        self.name = name
+        self.price = price
+        self.available = available
+        self.revision = revision
+    }
+}
+
 /// The shape of a sku, the same everywhere: 1 to 64 ASCII letters, digits, `-`, `_` or `.`.
 public enum SkuFormat {
     public static let description = "1-64 letters, digits, - _ ."

@@ -81,3 +81,20 @@ public struct OrderCancelled: DomainEvent {
         self.reason = reason
     }
 }
+
+/// The order service wants the whole catalogue again, to rebuild its copy (`bazaar replay
+/// catalogue`). Inventory answers with one `ProductSnapshot` per product, with the same
+/// correlation id: the rebuild's id.
+public struct CatalogueSnapshotRequested: DomainEvent {
+    public static let type = "CatalogueSnapshotRequested"
+    public static let version = 1
+    public static let producer = ServiceName.order
+    public static let subject = "catalogue.requested"
+
+    /// The rebuild this snapshot is for (also the envelope's correlation id).
+    public var rebuildId: UUID
+
+    public init(rebuildId: UUID) {
+        self.rebuildId = rebuildId
+    }
+}

@@ -3,7 +3,8 @@ import EventRuntime
 import Foundation
 
 /// Inventory's part in the saga: reserve on OrderPlaced, sell on OrderConfirmed, put back on
-/// OrderCancelled.
+/// OrderCancelled. And, for a service rebuilding its copy of the catalogue, a snapshot of every
+/// product on CatalogueSnapshotRequested.
 enum InventoryHandlers {
     static func make(store: InventoryStore) -> EventHandlers {
         var handlers = EventHandlers()
@@ -45,6 +46,19 @@ enum InventoryHandlers {
                 try store.record(orderId, .cancelledBeforePlaced, lines: [], in: tx)
             default:
                 break
+            }
+        }
+        handlers.on(CatalogueSnapshotRequested.self) { envelope, context in
+            // One transaction reads every product (a consistent snapshot) and writes one event
+            // per product; the inbox makes a redelivered request a no-op, so a rebuild gets one
+            // snapshot however often its request arrives.
+            let rebuildId = envelope.data.rebuildId
+            let products = try store.products(in: context.transaction)
+            for (offset, product) in products.enumerated() {
+                try context.emit(
+                    ProductSnapshot(
+                        rebuildId: rebuildId, index: offset + 1, total: products.count, sku: product.sku, name: product.name,
+                        price: product.price, available: product.available, revision: product.revision))
             }
         }
         return handlers

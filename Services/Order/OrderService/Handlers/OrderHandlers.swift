@@ -5,10 +5,13 @@ import Postgres
 
 /// The order service's reactions to other services' events.
 enum OrderHandlers {
-    static func make(store: OrderStore) -> EventHandlers {
+    static func make(store: OrderStore, rebuilds: CatalogueRebuilds) -> EventHandlers {
         var handlers = EventHandlers()
         handlers.on(ProductUpdated.self) { envelope, context in
             try store.upsertProduct(envelope.data, in: context.transaction)
+        }
+        handlers.on(ProductSnapshot.self) { envelope, context in
+            try rebuilds.receive(envelope.data, in: context.transaction)
         }
         handlers.on(PaymentCaptured.self) { envelope, context in
             try OrderTransitions.apply(.paymentCaptured, to: envelope.data.orderId, store: store, context: .handler(context))
