@@ -264,7 +264,7 @@ struct PendingEvent {
     /// `mandatory` is set for events that have consumers: if no queue is bound yet (a consumer
     /// not started yet), the broker returns the message and the relay retries it rather than lose
     /// it. Events nobody consumes (yet) are published without it: a consumer that binds later does
-    /// not receive the ones published before (replaying the outbox to it is still to come).
+    /// not receive the ones published before, until `bazaar replay events` sends them to its queue.
     func message(from service: ServiceName, as user: String) -> OutgoingMessage {
         var headers = self.headers.mapValues(AMQPFieldValue.string)
         if let causationId { headers["x-causation-id"] = .string(causationId.uuidString.lowercased()) }
