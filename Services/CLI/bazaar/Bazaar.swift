@@ -13,7 +13,8 @@ struct Bazaar: AsyncParsableCommand {
             (in BAZAAR_RUN_DIR, or in this folder or a parent).
             """,
         subcommands: [
-            OrderCommand.self, LoadCommand.self, DLQCommand.self, TokenCommand.self, StackCommand.self, DocsCommand.self,
+            OrderCommand.self, LoadCommand.self, BenchCommand.self, DLQCommand.self, TokenCommand.self, StackCommand.self,
+            DocsCommand.self,
         ])
 
 }
