@@ -1,7 +1,7 @@
 import ArgumentParser
 
-/// `bazaar`: place and follow orders, read a saga's timeline, load-test, inspect dead letters,
-/// and run the local stack.
+/// `bazaar`: place and follow orders, read a saga's timeline, load-test, measure the raw capacity of
+/// the broker and the database, inspect dead letters, and run the local stack.
 @main
 struct Bazaar: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
