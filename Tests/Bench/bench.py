@@ -228,6 +228,7 @@ class Bench:
         self.results["sustainedRate"] = max((s["rate"] for s in sustained), default=None)
         self.results["maxThroughput"] = max((s["load"]["throughput"] for s in ladder if s.get("load")), default=0)
         self.results["rssMiB"]["atHighestRate"] = ladder[-1]["rssMiBMax"] if ladder else {}
+        self.results["deadLetters"] = await self.dead_letters()
 
     def cpu_snapshot(self):
         """CPU seconds so far of each process of the system (the load generator is counted apart)."""
@@ -271,7 +272,9 @@ class Bench:
         await asyncio.sleep(1.5)
         counters_after = await self.counters()
 
-        step = {"rate": rate, "label": label, "exitCode": process.returncode, "elapsedSeconds": round(elapsed, 2)}
+        step = {"rate": rate, "label": label, "exitCode": process.returncode, "elapsedSeconds": round(elapsed, 2),
+                "rssMiBMax": {service: round(value, 1) for service, value in rss_max.items()},
+                "unplannedRestarts": self.fleet.restarts}
         try:
             load = json.loads(out)
         except ValueError:
@@ -292,7 +295,6 @@ class Bench:
             cpuMsPerOrder={name: round(1000 * value / settled, 2) for name, value in cpu.items()},
             cpuMsPerOrderTotal=round(1000 * sum(cpu.values()) / settled, 2),
             cpuUtilisation=round(sum(cpu.values()) / elapsed / (os.cpu_count() or 1), 3),
-            rssMiBMax={service: round(value, 1) for service, value in rss_max.items()},
             eventsPerOrder=round(delta["outbox"] / settled, 2),
             deliveriesPerOrder=round(delta["inbox"] / settled, 2),
             publishedPerSecond=round(delta["outbox"] / seconds, 1),
@@ -325,7 +327,9 @@ class Bench:
         deadline = time.monotonic() + timeout
         while True:
             pending = (await self.stack.sql("SELECT count(*) AS n FROM orders.orders WHERE status = 'pending'"))[0]["n"]
-            queued = sum(ready + unacked for ready, unacked in (await self.stack.queues()).values())
+            # Dead letters stay where they are (none is expected: they are reported at the end).
+            queued = sum(ready + unacked for name, (ready, unacked) in (await self.stack.queues()).items()
+                         if not name.endswith(".dlq"))
             if pending == 0 and queued == 0:
                 return
             if time.monotonic() > deadline:
@@ -333,6 +337,11 @@ class Bench:
                                  f"{queued} messages in queues")
             self.log(f"  waiting for the system to settle: {pending} orders pending, {queued} messages queued")
             await asyncio.sleep(2)
+
+    async def dead_letters(self):
+        """Messages parked in the services' dead-letter queues: a correct run has none."""
+        return {name: ready + unacked for name, (ready, unacked) in (await self.stack.queues()).items()
+                if name.endswith(".dlq") and ready + unacked}
 
     # -- 3. with history -------------------------------------------------------------------------
 

@@ -162,6 +162,20 @@ def _caption(results):
             f" {results.get('settings', {}).get('durationSeconds', '?')} s per rate.")
 
 
+def _notes(results):
+    """What must be said about a run beside its tables: anything that went wrong in it."""
+    notes = []
+    if results.get("deadLetters"):
+        notes.append("Dead letters left in: " + ", ".join(f"{q} ({n})" for q, n in results["deadLetters"].items()))
+    restarts = max((s.get("unplannedRestarts", 0) for s in _steps(results)), default=0)
+    if restarts:
+        notes.append(f"{restarts} unplanned service restart(s) during the run: see .run/bench/logs")
+    failed = [s["label"] for s in results.get("ladder", []) if not s.get("load")]
+    if failed:
+        notes.append("bazaar load gave no report at: " + ", ".join(failed))
+    return notes
+
+
 # -- text and Markdown -----------------------------------------------------------------------------
 
 
@@ -177,6 +191,7 @@ def table(results):
         for row in [headers] + rows:
             out.append("  " + "  ".join(str(cell).rjust(width) if index else str(cell).ljust(width)
                                         for index, (cell, width) in enumerate(zip(row, widths))).rstrip())
+    out += [""] + _notes(results) if _notes(results) else []
     return "\n".join(out)
 
 
@@ -192,6 +207,7 @@ def markdown(results, summary=False):
         out.append("| " + " | ".join(headers) + " |")
         out.append("|" + "|".join("---" if index == 0 else "---:" for index in range(len(headers))) + "|")
         out += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    out += [""] + _notes(results) if _notes(results) else []
     return "\n".join(out) + "\n"
 
 
