@@ -3,6 +3,7 @@
 #   make test   start the stack if needed, then build and run every test against it
 #   make stop   stop what `make run` / `make test` started
 #   make chaos  the chaos suite: faults injected under load, invariants checked (CHAOS_PROFILE=ci: short)
+#   make bench  the benchmark: raw capacity, a ladder of rates, history; table, JSON, chart (BENCH_ARGS=--quick)
 # See README.md. Ports and credentials: scripts/stack.sh --help.
 
 SHELL := /usr/bin/env bash
@@ -18,11 +19,13 @@ SWIFT_TEST_FLAGS ?= --no-parallel
 
 # The chaos suite's profile: full (10,000 orders) or ci (the short run CI does on every change).
 CHAOS_PROFILE ?= full
+# The benchmark's options (Tests/Bench/bench.py --help): e.g. --quick, --rates 100,250,500, --duration 30.
+BENCH_ARGS ?=
 # Release binaries built as the Dockerfile builds them (the container test shares this build).
 RELEASE_FLAGS := -c release --static-swift-stdlib --scratch-path .build-release
 SERVICE_NAMES := order inventory payment notification
 
-.PHONY: help run stop status test build clean chaos python-tools
+.PHONY: help run stop status test build clean chaos bench python-tools
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -65,6 +68,16 @@ chaos: python-tools ## The chaos suite: 2 instances per service, faults under lo
 	@for s in $(SERVICE_NAMES); do swift build $(RELEASE_FLAGS) --product $$s-service; done
 	@# Its own stack (ports 5683/5443, data in .run/chaos): the faults never touch `make run`'s.
 	$(VENV)/bin/python3 Tests/Chaos/chaos.py --profile $(CHAOS_PROFILE) --bin-dir "$$(swift build $(RELEASE_FLAGS) --show-bin-path)"
+
+bench: python-tools ## The benchmark: raw capacity, orders/s and latency at rising rates, with history (BENCH_ARGS=--quick)
+	@echo "==> building the four services (as the Dockerfile does) and bazaar, in release (the first build takes a few minutes)"
+	@for s in $(SERVICE_NAMES); do swift build $(RELEASE_FLAGS) --product $$s-service; done
+	@# bazaar links libcurl (URLSession), which a static standard library can't link without
+	@# libcurl's development files: it is built with the shared one, in the default scratch path.
+	@swift build -c release --product bazaar
+	@# Its own stack (ports 5693/5453, data in .run/bench); results in .run/bench and docs/bench.
+	$(VENV)/bin/python3 Tests/Bench/bench.py --write-docs --bin-dir "$$(swift build $(RELEASE_FLAGS) --show-bin-path)" \
+	  --bazaar "$$(swift build -c release --show-bin-path)/bazaar" $(BENCH_ARGS)
 
 # Python tools from PyPI, in a virtual environment of our own (Debian's python3 refuses pip
 # installs): jsonschema for the event schemas; check-jsonschema (the Compose specification),

@@ -1,5 +1,8 @@
 """Two instances of every service, each behind its own proxies, kept running by a supervisor.
 
+(The benchmark, Tests/Bench, uses the same fleet with one instance per service, no proxies and the
+services' default settings: see `Fleet`'s parameters.)
+
 The supervisor plays the part of an orchestrator's restart policy: an instance that exits while
 the run is on (crashed at a fault-injection point, killed by the harness, failed to start while
 the broker was away) is started again half a second later, with the same settings.
@@ -23,10 +26,12 @@ RESTART_PAUSE = 0.5
 
 
 def through(url, port, query=""):
-    """`url` (a service's own, from stack.env) with the proxy's address instead of the server's."""
+    """`url` (a service's own, from stack.env) with the proxy's address instead of the server's
+    (or, when `port` is None, its own address), and `query` as its query string."""
     parts = urllib.parse.urlsplit(url)
-    credentials = parts.netloc.rsplit("@", 1)[0]
-    return urllib.parse.urlunsplit((parts.scheme, f"{credentials}@127.0.0.1:{port}", parts.path, query, ""))
+    credentials, address = parts.netloc.rsplit("@", 1)
+    netloc = f"{credentials}@127.0.0.1:{port}" if port is not None else f"{credentials}@{address}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def free_port(start):
@@ -42,8 +47,8 @@ def free_port(start):
 
 
 class Instance:
-    def __init__(self, service, index, http_port, binary, log_path, stack_settings, amqp_proxy: Proxy,
-                 pg_proxy: Proxy):
+    def __init__(self, service, index, http_port, binary, log_path, stack_settings, amqp_proxy: Proxy | None,
+                 pg_proxy: Proxy | None, overrides=None):
         self.service = service
         self.stack_settings = stack_settings
         self.name = f"{service}-{index}"
@@ -52,9 +57,14 @@ class Instance:
         self.log_path = log_path
         self.amqp_proxy = amqp_proxy
         self.pg_proxy = pg_proxy
+        # Settings that replace the chaos suite's (None: leave the variable unset, so the
+        # service's default applies).
+        self.overrides = overrides or {}
         self.faults = ""  # BAZAAR_FAULTS for the next start
         self.process = None
         self.starts = 0
+        self.started_at = None  # time.monotonic() of the last start
+        self.ready_seconds = None  # from the last start to its first /health/ready 200
         self.restart_planned = False  # the coming exit is the harness's doing, not a failure
 
     @property
@@ -63,7 +73,7 @@ class Instance:
 
     @property
     def proxies(self):
-        return [self.amqp_proxy, self.pg_proxy]
+        return [p for p in (self.amqp_proxy, self.pg_proxy) if p is not None]
 
     def environment(self):
         # As scripts/services.sh runs a service: as its own broker user and database role, which
@@ -75,8 +85,9 @@ class Instance:
             HTTP_PORT=str(self.http_port),
             INSTANCE_NAME=self.name,
             # heartbeat=2: a silent broker (or a cut link) is noticed within seconds, not minutes.
-            AMQP_URL=through(own[f"{self.service.upper()}_AMQP_URL"], self.amqp_proxy.port, "heartbeat=2"),
-            DATABASE_URL=through(own[f"{self.service.upper()}_DATABASE_URL"], self.pg_proxy.port),
+            AMQP_URL=through(own[f"{self.service.upper()}_AMQP_URL"], self.amqp_proxy and self.amqp_proxy.port,
+                             "heartbeat=2"),
+            DATABASE_URL=through(own[f"{self.service.upper()}_DATABASE_URL"], self.pg_proxy and self.pg_proxy.port),
             AMQP_DECLARE_TOPOLOGY="none",
             AUTH_JWT_SECRET=own["AUTH_JWT_SECRET"],
             CONSUMERS="2",
@@ -90,6 +101,11 @@ class Instance:
         )
         if self.service == "order":
             env["ORDER_PENDING_TIMEOUT_SECONDS"] = "30"
+        for key, value in self.overrides.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
         return env
 
     async def start(self):
@@ -100,6 +116,8 @@ class Instance:
             self.process = await asyncio.create_subprocess_exec(
                 self.binary, env=self.environment(), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)
+        self.started_at = time.monotonic()
+        self.ready_seconds = None
         self.starts += 1
 
     def signal(self, signum):
@@ -128,9 +146,12 @@ class Instance:
 
 
 class Fleet:
-    """The eight instances, their proxies and the supervisor."""
+    """The eight instances, their proxies and the supervisor (by default; the parameters after
+    `pg_port` let the benchmark run one direct instance of each with settings of its own)."""
 
-    def __init__(self, bin_dir, log_dir, stack_settings, amqp_port, pg_port):
+    def __init__(self, bin_dir, log_dir, stack_settings, amqp_port, pg_port,
+                 instances_per_service=INSTANCES_PER_SERVICE, proxied=True, first_http_port=18080, overrides=None,
+                 ready_poll=0.5):
         self.instances = []
         self.restarts = 0  # unplanned: crashes, kills, failed starts
         self.planned_restarts = 0
@@ -138,14 +159,17 @@ class Fleet:
         self._crashes = {point: 0 for point in CRASH_POINTS}
         self._log_offsets = {}
         self._tasks = []
-        http_port = 18080
+        self.instances_per_service = instances_per_service
+        self.ready_poll = ready_poll  # seconds between readiness probes while waiting
+        http_port = first_http_port
         for service in SERVICES:
-            for index in range(1, INSTANCES_PER_SERVICE + 1):
+            for index in range(1, instances_per_service + 1):
                 http_port = free_port(http_port)
                 name = f"{service}-{index}"
                 self.instances.append(Instance(
                     service, index, http_port, os.path.join(bin_dir, f"{service}-service"),
-                    os.path.join(log_dir, f"{name}.log"), stack_settings, Proxy(amqp_port), Proxy(pg_port)))
+                    os.path.join(log_dir, f"{name}.log"), stack_settings,
+                    Proxy(amqp_port) if proxied else None, Proxy(pg_port) if proxied else None, overrides))
                 http_port += 1
 
     def of(self, service):
@@ -170,12 +194,16 @@ class Fleet:
         waiting = list(instances)
         while waiting:
             results = await asyncio.gather(*(loop.run_in_executor(None, i.is_ready) for i in waiting))
+            now = time.monotonic()
+            for instance, ready in zip(waiting, results):
+                if ready and instance.ready_seconds is None and instance.started_at is not None:
+                    instance.ready_seconds = now - instance.started_at
             waiting = [i for i, ready in zip(waiting, results) if not ready]
             if waiting and time.monotonic() > deadline:
-                raise TimeoutError("not ready within %.0f s: %s (see their logs in .run/chaos/logs)"
+                raise TimeoutError("not ready within %.0f s: %s (see their logs in the run folder's logs/)"
                                    % (timeout, ", ".join(i.name for i in waiting)))
             if waiting:
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(self.ready_poll)
 
     async def _supervise(self, instance):
         while self.running:
@@ -196,7 +224,7 @@ class Fleet:
     async def disarm(self):
         """Restarts every instance without fault injection, one instance of each service at a
         time so that every service keeps one instance running: after this, no crash point fires."""
-        for index in range(1, INSTANCES_PER_SERVICE + 1):
+        for index in range(1, self.instances_per_service + 1):
             wave = [i for i in self.instances if i.name.endswith(f"-{index}")]
             starts = {i.name: i.starts for i in wave}
             for instance in wave:

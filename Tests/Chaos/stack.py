@@ -40,9 +40,14 @@ async def run(*argv, env=None, cwd=None, timeout=60.0, check=True):
 
 
 class Stack:
-    def __init__(self, repo: Path):
+    """A stack of its own under `.run/<name>`, on ports of its own (the chaos suite's by default;
+    the benchmark passes its own)."""
+
+    def __init__(self, repo: Path, name="chaos", amqp_port=AMQP_PORT, pg_port=PG_PORT):
         self.repo = repo
-        self.run_dir = repo / ".run" / "chaos"
+        self.run_dir = repo / ".run" / name
+        self.amqp_port = amqp_port
+        self.pg_port = pg_port
         self.rabbit_dir = self.run_dir / "rabbitmq"
         self.settings = {}  # stack.env, once the stack is up
 
@@ -50,7 +55,7 @@ class Stack:
 
     def script_env(self):
         return dict(os.environ, BAZAAR_RUN_DIR=str(self.run_dir),
-                    BAZAAR_AMQP_PORT=str(AMQP_PORT), BAZAAR_PG_PORT=str(PG_PORT))
+                    BAZAAR_AMQP_PORT=str(self.amqp_port), BAZAAR_PG_PORT=str(self.pg_port))
 
     async def stack_sh(self, command, timeout=180.0):
         return await run(str(self.repo / "scripts" / "stack.sh"), command, env=self.script_env(),

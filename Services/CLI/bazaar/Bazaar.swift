@@ -1,7 +1,7 @@
 import ArgumentParser
 
-/// `bazaar`: place and follow orders, read a saga's timeline, load-test, inspect dead letters,
-/// replay events, and run the local stack.
+/// `bazaar`: place and follow orders, read a saga's timeline, load-test, measure the raw capacity of
+/// the broker and the database, inspect dead letters, replay events, and run the local stack.
 @main
 struct Bazaar: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -13,7 +13,8 @@ struct Bazaar: AsyncParsableCommand {
             (in BAZAAR_RUN_DIR, or in this folder or a parent).
             """,
         subcommands: [
-            OrderCommand.self, LoadCommand.self, DLQCommand.self, ReplayCommand.self, TokenCommand.self, StackCommand.self, DocsCommand.self,
+            OrderCommand.self, LoadCommand.self, BenchCommand.self, DLQCommand.self, ReplayCommand.self, TokenCommand.self,
+            StackCommand.self, DocsCommand.self,
         ])
 
 }
