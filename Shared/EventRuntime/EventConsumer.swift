@@ -11,7 +11,7 @@ import Tracing
 /// For every delivery, in one database transaction: insert the event id into the inbox (a
 /// duplicate insert does nothing, and then neither does the handler), run the handler, which
 /// changes the service's tables and writes the events it emits to the outbox; commit. Only then
-/// ack. So:
+/// ack. (Deliveries that arrive together share one such transaction: `handle(batch:)`.) So:
 /// - a crash before the commit leaves nothing behind and the broker redelivers;
 /// - a crash after the commit but before the ack leads to a redelivery that finds the inbox row
 ///   and is acked without effect;
