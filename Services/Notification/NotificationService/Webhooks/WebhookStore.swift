@@ -104,8 +104,11 @@ struct WebhookStore: Sendable {
                 FROM \(schema).webhook_deliveries c LEFT JOIN busy b ON b.host = c.host
                 WHERE c.state = 'pending' AND c.next_attempt_at <= now() AND c.webhook_id IS NOT NULL
             ), due AS (
+                -- Due-ness is checked again on the locked row itself: another instance may have
+                -- claimed it (and committed) since this query's snapshot, and FOR UPDATE re-checks
+                -- only this level's conditions on the row's newest version.
                 SELECT d.delivery_id FROM \(schema).webhook_deliveries d JOIN ranked r ON r.delivery_id = d.delivery_id
-                WHERE r.slot <= $5
+                WHERE r.slot <= $5 AND d.state = 'pending' AND d.next_attempt_at <= now()
                 ORDER BY r.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED
             )
             UPDATE \(schema).webhook_deliveries d SET next_attempt_at = now() + $2 * interval '1 millisecond'
