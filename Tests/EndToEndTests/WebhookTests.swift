@@ -77,9 +77,7 @@ struct WebhookTests {
         environment["WEBHOOK_BREAKER_OPEN_SECONDS"] = "2"
         environment["WEBHOOK_MAX_ATTEMPTS"] = "50"
         try await withSystem(environment: environment) { system in
-            let shop = Shop(system)
-            try await shop.product("MUG-01", price: 100, stock: 100)
-            try await shop.account("alice", balance: 100_000)
+            let shop = try await Self.mugsAndAlice(system)
             try await register(system, receiver, "alice")
             var orderIds: [String] = []
             for _ in 0..<5 {
@@ -118,9 +116,7 @@ struct WebhookTests {
         environment["WEBHOOK_MAX_ATTEMPTS"] = "2"
         environment["WEBHOOK_BREAKER_FAILURES"] = "100"
         try await withSystem(environment: environment) { system in
-            let shop = Shop(system)
-            try await shop.product("MUG-01", price: 100, stock: 100)
-            try await shop.account("alice", balance: 100_000)
+            let shop = try await Self.mugsAndAlice(system)
             let (status, _) = try await HTTP.put(
                 "\(system.url(.notification))/webhooks/alice", json: ["url": "http://127.0.0.1:\(blackHole.port)/hook"])
             #expect(status == 200)
@@ -201,9 +197,7 @@ struct WebhookTests {
         environment["WEBHOOK_HOST_CONCURRENCY"] = "2"
         environment["WEBHOOK_TIMEOUT_MS"] = "30000"
         try await withSystem(environment: environment) { system in
-            let shop = Shop(system)
-            try await shop.product("MUG-01", price: 100, stock: 100)
-            try await shop.account("alice", balance: 100_000)
+            let shop = try await Self.mugsAndAlice(system)
             try await shop.account("bob", balance: 100_000)
             try await register(system, slow, "alice")
             // Another host for the worker (its limits are per host), the same receiver process.
@@ -240,9 +234,7 @@ struct WebhookTests {
         var environment = Self.environment
         environment["WEBHOOK_TIMEOUT_MS"] = "60000"
         try await withSystem(environment: environment) { system in
-            let shop = Shop(system)
-            try await shop.product("MUG-01", price: 100, stock: 100)
-            try await shop.account("alice", balance: 100_000)
+            let shop = try await Self.mugsAndAlice(system)
             try await register(system, receiver, "alice")
             let order = try await shop.waitUntilSettled(try await shop.place("alice", ["MUG-01": 1]).1["orderId"] as! String)
             try await shop.eventually { receiver.heldRequests == 1 }
@@ -266,9 +258,7 @@ struct WebhookTests {
         receiver.setMode(.slow(.milliseconds(200)))
         try await withSystem(environment: Self.environment) { system in
             try await system.start([.notification], instance: 2)
-            let shop = Shop(system)
-            try await shop.product("MUG-01", price: 100, stock: 100)
-            try await shop.account("alice", balance: 100_000)
+            let shop = try await Self.mugsAndAlice(system)
             try await register(system, receiver, "alice")
             var orderIds: [String] = []
             for _ in 0..<20 { orderIds.append(try await shop.place("alice", ["MUG-01": 1]).1["orderId"] as! String) }
@@ -290,9 +280,7 @@ struct WebhookTests {
         var environment = Self.environment
         environment["WEBHOOK_ALLOW_PRIVATE_TARGETS"] = nil
         try await withSystem(environment: environment) { system in
-            let shop = Shop(system)
-            try await shop.product("MUG-01", price: 100, stock: 100)
-            try await shop.account("alice", balance: 100_000)
+            let shop = try await Self.mugsAndAlice(system)
             let webhook = "\(system.url(.notification))/webhooks/alice"
             for url in [
                 receiver.url(for: "alice"), "http://localhost:\(receiver.port)/", "http://169.254.169.254/latest/meta-data/",
@@ -323,6 +311,14 @@ struct WebhookTests {
     }
 
     // MARK: Helpers
+
+    /// The shop most cases need: a product in stock and a customer who can pay for plenty of it.
+    private static func mugsAndAlice(_ system: RunningSystem) async throws -> Shop {
+        let shop = Shop(system)
+        try await shop.product("MUG-01", price: 100, stock: 100)
+        try await shop.account("alice", balance: 100_000)
+        return shop
+    }
 
     private func register(_ system: RunningSystem, _ receiver: WebhookReceiver, _ customer: String) async throws {
         let (status, json) = try await HTTP.put(
