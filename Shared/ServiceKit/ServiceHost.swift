@@ -216,7 +216,7 @@ public enum ServiceHost {
 
 /// The result of `work`, or an error once `limit` has passed without one. The work itself goes on
 /// (a blocked libpq call can't be interrupted) and its late result is dropped.
-func answer<T: Sendable>(within limit: Duration, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+public func answer<T: Sendable>(within limit: Duration, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
         let waiting = FirstAnswer(continuation)
         Task {
@@ -240,9 +240,9 @@ private final class FirstAnswer<T: Sendable>: Sendable {
     }
 }
 
-struct NoAnswer: Error, CustomStringConvertible {
-    var limit: Duration
-    var description: String { "no answer within \(limit)" }
+public struct NoAnswer: Error, CustomStringConvertible {
+    public var limit: Duration
+    public var description: String { "no answer within \(limit)" }
 }
 
 struct HealthReport: ResponseCodable {

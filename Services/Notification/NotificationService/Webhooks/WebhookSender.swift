@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
-import Synchronization
+import ServiceKit
 
 #if canImport(Glibc)
     import Glibc
@@ -114,14 +114,12 @@ struct WebhookSender: Sendable {
     /// blocks; one that hangs keeps only that thread (until `getaddrinfo` gives up), not the caller.
     static func resolve(_ host: String, within timeout: Duration) async -> [IPAddress]? {
         if let literal = IPAddress(host) { return [literal] }
-        return await withCheckedContinuation { continuation in
-            let once = ResumeOnce(continuation)
-            Task {
-                try? await Task.sleep(for: timeout)
-                once.resume(returning: nil)
+        let addresses = try? await answer(within: timeout) {
+            await withCheckedContinuation { continuation in
+                Thread.detachNewThread { continuation.resume(returning: lookUp(host)) }
             }
-            Thread.detachNewThread { once.resume(returning: lookUp(host)) }
         }
+        return addresses ?? nil
     }
 
     private static func lookUp(_ host: String) -> [IPAddress]? {
@@ -150,19 +148,5 @@ struct WebhookSender: Sendable {
             entry = current.pointee.ai_next
         }
         return addresses
-    }
-}
-
-/// Resumes a continuation with whichever result comes first (an answer or a timeout); later
-/// ones find it done.
-private final class ResumeOnce: Sendable {
-    private let continuation: Mutex<CheckedContinuation<[IPAddress]?, Never>?>
-
-    init(_ continuation: CheckedContinuation<[IPAddress]?, Never>) {
-        self.continuation = Mutex(continuation)
-    }
-
-    func resume(returning result: [IPAddress]?) {
-        continuation.withLock { $0.take() }?.resume(returning: result)
     }
 }
