@@ -6,6 +6,7 @@ import Synchronization
 /// and a lone delivery is handled as soon as it comes.
 final class DeliveryBatches: Sendable {
     private struct State {
+        /// Never more than the consumer's prefetch: the broker sends no more unacked deliveries.
         var buffered: [AMQPDelivery] = []
         /// Set when the deliveries end: nil error for a normal end.
         var ended: (any Error)?? = nil

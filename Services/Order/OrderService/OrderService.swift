@@ -6,7 +6,8 @@ import Postgres
 import ServiceKit
 
 /// The order service: takes orders over HTTP, keeps a copy of the catalogue from inventory's
-/// events (and rebuilds it from a snapshot on request), and moves each order to confirmed or cancelled as the saga's events arrive.
+/// events (and rebuilds it from a snapshot on request), and moves each order to confirmed or
+/// cancelled as the saga's events arrive.
 public enum OrderService {
     public static func definition(settings: ServiceSettings, orderSettings: OrderSettings) throws -> ServiceDefinition {
         let store = try OrderStore(schema: settings.schema)
