@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPException
 
 REQUEST_TIMEOUT = 5.0
 CANCEL_SHARE = 0.05  # orders the customer cancels once they are confirmed (refunds, restocks)
@@ -50,7 +51,9 @@ def http(method, url, token, body=None, headers=None, timeout=REQUEST_TIMEOUT):
             return error.code, json.loads(error.read() or b"null")
         except ValueError:
             return error.code, None
-    except (OSError, ValueError):
+    except (OSError, ValueError, HTTPException):
+        # No answer, or one cut short (the service was killed mid-response): the caller retries,
+        # on the other instance, with the same Idempotency-Key.
         return None, None
 
 

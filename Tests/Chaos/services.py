@@ -15,6 +15,7 @@ import socket
 import time
 import urllib.parse
 import urllib.request
+from http.client import HTTPException
 
 from proxy import Proxy
 
@@ -141,7 +142,7 @@ class Instance:
         try:
             with urllib.request.urlopen(self.url + "/health/ready", timeout=2) as response:
                 return response.status == 200
-        except OSError:
+        except (OSError, HTTPException):  # HTTPException: an answer cut short (the process died)
             return False
 
 
