@@ -23,7 +23,7 @@ COPY Package.swift ./
 RUN swift package resolve
 COPY . .
 # Static Swift standard library and Foundation: the runtime image needs no Swift toolchain.
-# (The four services only; the bazaar CLI is a developer tool and links libcurl.)
+# (The four services only; the bazaar CLI is a developer tool, not shipped.)
 RUN for service in order inventory payment notification; do \
       swift build -c release --static-swift-stdlib --product "$service-service" || exit 1; \
     done \

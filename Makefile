@@ -72,12 +72,10 @@ chaos: python-tools ## The chaos suite: 2 instances per service, faults under lo
 bench: python-tools ## The benchmark: raw capacity, orders/s and latency at rising rates, with history (BENCH_ARGS=--quick)
 	@echo "==> building the four services (as the Dockerfile does) and bazaar, in release (the first build takes a few minutes)"
 	@for s in $(SERVICE_NAMES); do swift build $(RELEASE_FLAGS) --product $$s-service; done
-	@# bazaar links libcurl (URLSession), which a static standard library can't link without
-	@# libcurl's development files: it is built with the shared one, in the default scratch path.
-	@swift build -c release --product bazaar
+	@swift build $(RELEASE_FLAGS) --product bazaar
 	@# Its own stack (ports 5693/5453, data in .run/bench); results in .run/bench and docs/bench.
 	$(VENV)/bin/python3 Tests/Bench/bench.py --write-docs --bin-dir "$$(swift build $(RELEASE_FLAGS) --show-bin-path)" \
-	  --bazaar "$$(swift build -c release --show-bin-path)/bazaar" $(BENCH_ARGS)
+	  $(BENCH_ARGS)
 
 # Python tools from PyPI, in a virtual environment of our own (Debian's python3 refuses pip
 # installs): jsonschema for the event schemas; check-jsonschema (the Compose specification),

@@ -41,6 +41,8 @@ let package = Package(
         // Notification webhooks: outbound HTTP with timeouts, and HMAC-SHA256 signatures (swift-crypto
         // is already in the graph through jwt-kit).
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        // Already under Hummingbird and AsyncHTTPClient; named for the CLI's HTTP client's types.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", "4.0.0"..<"5.0.0"),
     ],
     targets: [
@@ -130,6 +132,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ],
             path: "Services/CLI/bazaar"),
 

@@ -1,24 +1,35 @@
+import AsyncHTTPClient
 import Contracts
 import Foundation
-
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+import NIOPosix
 
 /// The services' HTTP APIs, with errors that say what to do when a service is not there. The
 /// CLI is the operator's tool: it calls as admin.
+///
+/// On AsyncHTTPClient rather than URLSession: `bazaar load` is a benchmark's load generator,
+/// sharing the machine with what it measures, and URLSession (libcurl under Dispatch) cost it
+/// about four times the CPU per request.
 struct ServiceClient: Sendable {
     let environment: BazaarEnvironment
-    let session: URLSession
     private let bearer: BearerCache
+
+    /// How long a call may take, from sending to the last byte of the answer.
+    static let timeout = TimeAmount.seconds(10)
+
+    /// One client for the process: it lives as long as the process does, so it is never shut
+    /// down. Up to 64 connections per service, as many as `bazaar load` has requests in flight.
+    private static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(2)))
+        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
 
     init(environment: BazaarEnvironment) {
         self.environment = environment
         bearer = BearerCache(environment: environment)
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.timeoutIntervalForRequest = 10
-        configuration.httpMaximumConnectionsPerHost = 64
-        session = URLSession(configuration: configuration)
     }
 
     struct Response: Sendable {
@@ -40,28 +51,37 @@ struct ServiceClient: Sendable {
         _ method: String, _ service: ServiceName, _ path: String, json: (any Encodable)? = nil, headers: [String: String] = [:]
     ) async throws -> Response {
         let base = environment.url(of: service)
-        guard let url = URL(string: base + path) else { throw CLIError("\(base + path) is not a URL") }
-        var request = URLRequest(url: url)
-        request.httpMethod = method
+        guard URL(string: base + path) != nil else { throw CLIError("\(base + path) is not a URL") }
+        var request = HTTPClientRequest(url: base + path)
+        request.method = HTTPMethod(rawValue: method)
         if let json {
-            request.httpBody = try JSONEncoder().encode(json)
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            request.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(json)))
+            request.headers.add(name: "Content-Type", value: "application/json")
         }
         // Without a token the call still goes out: an absent service is the more useful error.
-        if let token = try await bearer.token() { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-        let (data, response): (Data, URLResponse)
+        if let token = try await bearer.token() { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        for (name, value) in headers { request.headers.replaceOrAdd(name: name, value: value) }
+        let status: Int
+        let body: ByteBuffer
         do {
-            (data, response) = try await session.data(for: request)
-        } catch let error as URLError where error.code == .timedOut {
+            let response = try await Self.http.execute(request, timeout: Self.timeout)
+            status = Int(response.status.code)
+            body = try await response.body.collect(upTo: 64 << 20)
+        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
             throw CLIError("\(service) service at \(base) did not answer \(method) \(path) within 10 s (overloaded?)")
-        } catch let error as URLError where [.cannotConnectToHost, .cannotFindHost, .networkConnectionLost].contains(error.code) {
+        } catch let error as HTTPClientError where error == .connectTimeout {
             throw CLIError(
                 "\(service) service not reachable at \(base) — is the stack running? try `bazaar stack up` (or `make run`)")
+        } catch let error where Self.isRefused(error) {
+            throw CLIError(
+                "\(service) service not reachable at \(base) — is the stack running? try `bazaar stack up` (or `make run`)")
+        } catch let error as HTTPClientError where error == .remoteConnectionClosed {
+            throw CLIError("\(service) service at \(base) closed the connection during \(method) \(path) (did it stop?)")
+        } catch let error as CLIError {
+            throw error
         } catch {
             throw CLIError("\(method) \(base + path) failed: \(error)")
         }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         if status == 401 {
             throw CLIError(
                 "\(service) service refused the call (401): "
@@ -69,7 +89,16 @@ struct ServiceClient: Sendable {
                         ? "no AUTH_JWT_SECRET or ADMIN_TOKEN to sign in with; `make run` writes both to .run/stack.env"
                         : "its AUTH_JWT_SECRET is not the one in this environment"))
         }
-        return Response(status: status, body: data)
+        return Response(status: status, body: Data(buffer: body))
+    }
+
+    /// Nothing listens there: refused, on the one address or on each of a name's addresses.
+    private static func isRefused(_ error: any Error) -> Bool {
+        switch error {
+        case let error as IOError: error.errnoCode == ECONNREFUSED
+        case let error as NIOConnectionError: error.connectionErrors.contains { isRefused($0.error) }
+        default: false
+        }
     }
 }
 
