@@ -429,7 +429,9 @@ stack_env() {
 # The admin's (tests and tools):
 AMQP_URL=amqp://$admin_user:$admin_password@127.0.0.1:$amqp_port/%2f
 AMQPS_URL=amqps://$admin_user:$admin_password@localhost:$amqps_port/%2f?cacertfile=$tls_dir/ca.pem
-DATABASE_URL=postgres://$admin_user:$admin_password@127.0.0.1:$pg_port/bazaar
+# Plain URLs are plain: over loopback TLS protects nothing and costs CPU (libpq's default,
+# sslmode=prefer, would use it since the server offers it). The TLS URLs are for tests of TLS.
+DATABASE_URL=postgres://$admin_user:$admin_password@127.0.0.1:$pg_port/bazaar?sslmode=disable
 DATABASE_TLS_URL=postgres://$admin_user:$admin_password@localhost:$pg_port/bazaar?sslmode=verify-full&sslrootcert=$tls_dir/ca.pem
 RABBITMQCTL=$run_dir/bin/rabbitmqctl
 # Each service's own broker user and database role (scripts/services.sh starts them with these):
@@ -437,7 +439,7 @@ EOF
   for name in "${services[@]}"; do
     user=$name role=bazaar_$name
     echo "${name^^}_AMQP_URL=amqp://$user:${secret[${name^^}_AMQP_PASSWORD]}@127.0.0.1:$amqp_port/%2f"
-    echo "${name^^}_DATABASE_URL=postgres://$role:${secret[${name^^}_DB_PASSWORD]}@127.0.0.1:$pg_port/bazaar"
+    echo "${name^^}_DATABASE_URL=postgres://$role:${secret[${name^^}_DB_PASSWORD]}@127.0.0.1:$pg_port/bazaar?sslmode=disable"
   done
   echo "# The key the services verify HS256 bearer tokens with, and an admin token (30 days) signed with it;"
   echo "# \`bazaar token --customer ID\` makes customers' tokens."
