@@ -26,24 +26,31 @@ struct OrderStore: Sendable {
     private var lines: String { "\(schema).order_lines" }
     private var catalogue: String { "\(schema).catalogue" }
 
-    func insert(_ order: StoredOrder, idempotencyKey: String?, deadline: Duration, in tx: PostgresTransaction) throws {
-        try tx.execute(
+    /// Inserts a new order and its lines; returns the creation time the database gave it (the
+    /// order as stored is `order` with that time, so there is nothing to read back).
+    func insert(_ order: StoredOrder, idempotencyKey: String?, deadline: Duration, in tx: PostgresTransaction) throws -> Date {
+        let createdAt = try tx.query(
             """
             INSERT INTO \(orders) (order_id, customer_id, status, total, idempotency_key, deadline_at)
             VALUES ($1, $2, 'pending', $3, $4, now() + make_interval(secs => $5))
-            """, order.orderId, order.customerId, order.total, idempotencyKey, Int(deadline.components.seconds))
+            RETURNING created_at
+            """, order.orderId, order.customerId, order.total, idempotencyKey, Int(deadline.components.seconds)
+        )[0].decode(Date.self, column: "created_at")
         for (index, line) in order.lines.enumerated() {
             try tx.execute(
                 "INSERT INTO \(lines) (order_id, line, sku, quantity, unit_price) VALUES ($1, $2, $3, $4, $5)",
                 order.orderId, index + 1, line.sku, line.quantity, line.unitPrice)
         }
+        return createdAt
     }
 
-    func order(_ orderId: UUID, forUpdate: Bool = false, in tx: PostgresTransaction) throws -> StoredOrder? {
+    /// An order; `withLines: false` leaves its lines empty and saves their query (a transition of
+    /// its status never needs them).
+    func order(_ orderId: UUID, forUpdate: Bool = false, withLines: Bool = true, in tx: PostgresTransaction) throws -> StoredOrder? {
         let rows = try tx.query(
             "SELECT order_id, customer_id, status, reason, total, created_at FROM \(orders) WHERE order_id = $1"
                 + (forUpdate ? " FOR UPDATE" : ""), orderId)
-        return try decode(rows, in: tx).first
+        return try decode(rows, withLines: withLines, in: tx).first
     }
 
     func order(customerId: String, idempotencyKey: String, in tx: PostgresTransaction) throws -> StoredOrder? {
@@ -102,14 +109,17 @@ struct OrderStore: Sendable {
     }
 
     /// Orders from their rows, with the lines of all of them read in one query.
-    private func decode(_ rows: [PostgresRow], in tx: PostgresTransaction) throws -> [StoredOrder] {
+    private func decode(_ rows: [PostgresRow], withLines: Bool = true, in tx: PostgresTransaction) throws -> [StoredOrder] {
         guard !rows.isEmpty else { return [] }
         let ids = try rows.map { try $0.decode(UUID.self, column: "order_id") }
+        let lineRows =
+            withLines
+            ? try tx.query(
+                "SELECT order_id, sku, quantity, unit_price FROM \(lines) WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line",
+                "{" + ids.map { $0.uuidString.lowercased() }.joined(separator: ",") + "}")
+            : []
         var linesByOrder: [UUID: [OrderLine]] = [:]
-        for row in try tx.query(
-            "SELECT order_id, sku, quantity, unit_price FROM \(lines) WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line",
-            "{" + ids.map { $0.uuidString.lowercased() }.joined(separator: ",") + "}")
-        {
+        for row in lineRows {
             linesByOrder[try row.decode(UUID.self, column: "order_id"), default: []].append(
                 OrderLine(
                     sku: try row.decode(String.self, column: "sku"), quantity: try row.decode(Int.self, column: "quantity"),

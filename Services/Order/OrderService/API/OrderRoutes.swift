@@ -108,16 +108,16 @@ struct OrderRoutes {
             } catch {
                 return .failure(error)
             }
-            let order = StoredOrder(
+            var order = StoredOrder(
                 orderId: UUID(), customerId: body.customerId, status: .pending, reason: nil, lines: priced.lines,
                 total: priced.total, createdAt: Date())
-            try store.insert(order, idempotencyKey: idempotencyKey, deadline: deadline, in: tx)
+            order.createdAt = try store.insert(order, idempotencyKey: idempotencyKey, deadline: deadline, in: tx)
             try outbox.append(
                 EventEnvelope(
                     correlationId: order.orderId, causationId: nil,
                     data: OrderPlaced(orderId: order.orderId, customerId: order.customerId, items: order.lines, total: order.total)),
                 in: tx)
-            return .success((try store.order(order.orderId, in: tx) ?? order, true))
+            return .success((order, true))
         }
         let order: StoredOrder
         switch result {
@@ -164,8 +164,10 @@ struct OrderRoutes {
         let orderId = try orderId(context)
         let (store, outbox) = (store, dependencies.outbox)
         let outcome: (OrderDecision, StoredOrder)? = try await dependencies.pool.transaction { tx in
-            guard let order = try store.order(orderId, in: tx), caller.mayAccess(customer: order.customerId) else { return nil }
-            return try OrderTransitions.apply(.customerCancelled, to: orderId, store: store, context: .direct(tx, outbox))
+            guard var order = try store.order(orderId, in: tx), caller.mayAccess(customer: order.customerId) else { return nil }
+            let (decision, after) = try OrderTransitions.apply(.customerCancelled, to: orderId, store: store, context: .direct(tx, outbox))
+            (order.status, order.reason) = (after.status, after.reason)  // `after` has no lines
+            return (decision, order)
         }
         guard let (decision, order) = outcome else { throw Problem.notFound("no order \(orderId.uuidString.lowercased())") }
         if case .refuse(let why) = decision { throw Problem.conflict(why) }

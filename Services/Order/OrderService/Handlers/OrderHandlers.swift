@@ -52,12 +52,12 @@ enum OrderTransitions {
         }
     }
 
-    /// Returns the decision and the order as it is afterwards.
+    /// Returns the decision and the order as it is afterwards, without its lines (not read).
     @discardableResult
     static func apply(
         _ input: OrderInput, to orderId: UUID, store: OrderStore, context: Origin
     ) throws -> (OrderDecision, StoredOrder) {
-        guard var order = try store.order(orderId, forUpdate: true, in: context.transaction) else {
+        guard var order = try store.order(orderId, forUpdate: true, withLines: false, in: context.transaction) else {
             throw PoisonMessage.rejected("no order \(orderId.uuidString.lowercased())")
         }
         let decision = OrderStateMachine.decide(order.status, input)
