@@ -55,7 +55,7 @@ public enum ServiceMain {
               DATABASE_SCHEMA           the schema this service owns            [\(schema)]
               DATABASE_POOL_SIZE        database connections                    [8]
               AMQP_PREFETCH             deliveries sent ahead, per consumer     [20]
-              CONSUMERS                 consumers on the queue, one batch each  [4]
+              CONSUMERS                 consumers on the queue, one batch each  [1]
               CONSUMER_BATCH_SIZE       deliveries applied in one transaction   [16]
               INSTANCE_NAME             name in broker connections and logs     [\(service)-<pid>]
               LOG_LEVEL                 trace … critical                        [info]

@@ -43,7 +43,7 @@ FIRST_HTTP_PORT = 18180
 SCHEMAS = {"order": "orders", "inventory": "inventory", "payment": "payments", "notification": "notifications"}
 RAW_SCHEMA = "bench_raw"
 # The chaos suite's settings that would change what is measured: unset, so each service runs with
-# its defaults (CONSUMERS 4, DATABASE_POOL_SIZE 8, the order deadline of the saga).
+# its defaults (CONSUMERS 1, DATABASE_POOL_SIZE 8, the order deadline of the saga).
 SERVICE_DEFAULTS = {"CONSUMERS": None, "DATABASE_POOL_SIZE": None, "ORDER_PENDING_TIMEOUT_SECONDS": None}
 DEFAULT_RATES = [50, 100, 150, 200, 250, 300, 400, 500, 650]
 SUSTAINED_SHARE = 0.9  # a rate is sustained when this share of it completes, and every order settles

@@ -42,7 +42,7 @@ struct RawCommand: AsyncParsableCommand {
     @Option(help: "Bytes of each message body (an event envelope is about 400).")
     var messageBytes = 400
 
-    @Option(help: "Concurrent consumers, each on the queue (a service's CONSUMERS).")
+    @Option(help: "Concurrent consumers on the queue.")
     var consumers = 4
 
     @Option(help: "Unacknowledged deliveries per consumer (a service's AMQP_PREFETCH).")
