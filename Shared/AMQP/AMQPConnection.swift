@@ -151,6 +151,22 @@ public final class AMQPConnection: Sendable {
     func settle(_ receipt: DeliveryReceipt, _ action: DeliverySettlement) async throws {
         try await perform { loop in try loop.settle(receipt, action) }
     }
+
+    /// Acks each receipt in one visit to the connection's thread; the error of each that failed.
+    func ack(_ receipts: [DeliveryReceipt]) async -> [(any Error)?] {
+        await withCheckedContinuation { continuation in
+            loop.submit { loop in
+                continuation.resume(returning: receipts.map { receipt in
+                    do {
+                        try loop.settle(receipt, .ack)
+                        return nil
+                    } catch {
+                        return error
+                    }
+                })
+            }
+        }
+    }
 }
 
 /// The deliveries of one queue to one consumer.
@@ -210,6 +226,23 @@ public struct AMQPDelivery: Sendable {
     /// Done with it: the broker forgets the message.
     /// Throws ``AMQPError/staleDelivery`` if its channel closed meanwhile (it will be redelivered).
     public func ack() async throws { try await receipt.connection.settle(receipt, .ack) }
+
+    /// Acks several deliveries as `ack()` does each, with one hand-over to each connection's
+    /// thread instead of one per delivery (a batch committed together is acked together).
+    /// Returns, in order, the error of each ack that failed, nil for those that went out.
+    public static func ack(_ deliveries: [AMQPDelivery]) async -> [(any Error)?] {
+        var errors = [(any Error)?](repeating: nil, count: deliveries.count)
+        var byConnection: [ObjectIdentifier: [Int]] = [:]
+        for (index, delivery) in deliveries.enumerated() {
+            byConnection[ObjectIdentifier(delivery.receipt.connection), default: []].append(index)
+        }
+        for indices in byConnection.values {
+            let connection = deliveries[indices[0]].receipt.connection
+            let outcomes = await connection.ack(indices.map { deliveries[$0].receipt })
+            for (index, error) in zip(indices, outcomes) { errors[index] = error }
+        }
+        return errors
+    }
 
     /// Failed: back to the queue (`requeue`), or to the queue's dead-letter exchange.
     public func nack(requeue: Bool) async throws { try await receipt.connection.settle(receipt, .nack(requeue: requeue)) }

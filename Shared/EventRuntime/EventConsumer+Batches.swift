@@ -99,18 +99,15 @@ extension EventConsumer {
         }
         commitActions.run()
         faults.maybeCrash(at: .consumerBeforeAck)
-        var outcomes: [Outcome] = []
-        for (item, (span, applied)) in zip(batch, zip(spans, inserted)) {
-            do {
-                try await item.delivery.ack()
-            } catch {
+        let ackErrors = await AMQPDelivery.ack(batch.map(\.delivery))
+        return batch.indices.map { index in
+            if let error = ackErrors[index] {
                 logger.notice("committed, but the ack was lost (\(error)); the redelivery will be skipped")
             }
-            let outcome: Outcome = applied ? .applied : .duplicate
-            end(span, outcome)
-            record(outcome, header: item.header, delivery: item.delivery, duration: ContinuousClock.now - started)
-            outcomes.append(outcome)
+            let outcome: Outcome = inserted[index] ? .applied : .duplicate
+            end(spans[index], outcome)
+            record(outcome, header: batch[index].header, delivery: batch[index].delivery, duration: ContinuousClock.now - started)
+            return outcome
         }
-        return outcomes
     }
 }
