@@ -21,7 +21,8 @@ public struct ServiceSettings: Sendable {
     public var schema: String
     /// `DATABASE_POOL_SIZE`: connections to the database. Default 8.
     public var databasePoolSize: Int
-    /// `AMQP_PREFETCH`: deliveries the broker may send ahead of acks, per consumer. Default 20.
+    /// `AMQP_PREFETCH`: deliveries the broker may send ahead of acks, per consumer. Default 128:
+    /// room for the next batch to gather while one commits (see `consumerBatchSize`).
     public var prefetch: Int
     /// `CONSUMERS`: consumers on the instance's queue, each applying one batch at a time.
     /// Default 1: the deliveries that arrive while a batch commits form the next batch, so under
@@ -31,8 +32,10 @@ public struct ServiceSettings: Sendable {
     /// Scale out with instances instead.
     public var consumers: Int
     /// `CONSUMER_BATCH_SIZE`: the most deliveries that have arrived together that a consumer
-    /// applies in one transaction (one commit for all, acks after it). Default 16; 1 applies each
-    /// in a transaction of its own.
+    /// applies in one transaction (one commit for all, acks after it). Default 64; 1 applies each
+    /// in a transaction of its own. A batch never waits for company, so a larger limit only matters
+    /// under load: in the benchmark at 350 orders/s, prefetch 128 and batches of 64 completed
+    /// 1.05-1.15 × the orders of 64 and 32, with 0.4-0.6 × the median latency.
     public var consumerBatchSize: Int
     /// `INSTANCE_NAME`: names this process in the broker and the logs. Default `<service>-<pid>`.
     public var instanceName: String
@@ -90,9 +93,9 @@ public struct ServiceSettings: Sendable {
         databaseURL = value("DATABASE_URL") ?? "postgres://bazaar:bazaar@127.0.0.1:5433/bazaar"
         schema = value("DATABASE_SCHEMA") ?? Self.defaultSchema(of: service)
         databasePoolSize = try integer("DATABASE_POOL_SIZE", default: 8, in: 1...100)
-        prefetch = try integer("AMQP_PREFETCH", default: 20, in: 1...10_000)
+        prefetch = try integer("AMQP_PREFETCH", default: 128, in: 1...10_000)
         consumers = try integer("CONSUMERS", default: 1, in: 1...64)
-        consumerBatchSize = try integer("CONSUMER_BATCH_SIZE", default: 16, in: 1...1000)
+        consumerBatchSize = try integer("CONSUMER_BATCH_SIZE", default: 64, in: 1...1000)
         instanceName = value("INSTANCE_NAME") ?? "\(service.rawValue)-\(ProcessInfo.processInfo.processIdentifier)"
         let level = value("LOG_LEVEL") ?? "info"
         guard let logLevel = Logger.Level(rawValue: level.lowercased()) else {

@@ -42,7 +42,9 @@ def _raw_capacity(results):
         rows.append(["confirmed publish, persistent 400 B to a quorum queue, batches of 200",
                      _number(raw["confirmedPublish"]["perSecond"]), "msg/s"])
     if raw.get("consumeAndAck"):
-        rows.append(["consume and ack, 4 consumers × prefetch 20", _number(raw["consumeAndAck"]["perSecond"]), "msg/s"])
+        # (Runs before this version recorded no settings: theirs were 4 consumers × prefetch 20.)
+        rows.append([f"consume and ack, {raw.get('consumers', 4)} consumer(s) × prefetch {raw.get('prefetch', 20)}",
+                     _number(raw["consumeAndAck"]["perSecond"]), "msg/s"])
     for step in raw.get("sagaStep", []):
         rows.append([f"saga-step transaction through the Postgres pool, {step['concurrency']} at a time",
                      _number(step["perSecond"]), "tx/s"])

@@ -43,10 +43,10 @@ struct RawCommand: AsyncParsableCommand {
     var messageBytes = 400
 
     @Option(help: "Concurrent consumers on the queue.")
-    var consumers = 4
+    var consumers = 1
 
     @Option(help: "Unacknowledged deliveries per consumer (a service's AMQP_PREFETCH).")
-    var prefetch: UInt16 = 20
+    var prefetch: UInt16 = 128
 
     @Option(help: "Concurrent saga-step transactions to measure, comma-separated.", transform: RawCommand.parseList)
     var concurrency: [Int] = [4, 16]
@@ -86,6 +86,7 @@ struct RawCommand: AsyncParsableCommand {
             let (publish, consume) = try await measureBroker(environment)
             report.confirmedPublish = publish
             report.consumeAndAck = consume
+            (report.consumers, report.prefetch) = (consumers, Int(prefetch))
         }
         if !skipPostgres {
             report.sagaStep = try await measureDatabase(environment)
@@ -331,6 +332,9 @@ struct RawReport: Codable {
 
     var confirmedPublish: Rate?
     var consumeAndAck: Rate?
+    /// How consumeAndAck consumed: consumers on the queue, and the prefetch of each.
+    var consumers: Int?
+    var prefetch: Int?
     var sagaStep: [Transactions] = []
 
     func rendered() -> String {
