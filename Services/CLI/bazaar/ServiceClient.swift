@@ -77,8 +77,6 @@ struct ServiceClient: Sendable {
                 "\(service) service not reachable at \(base) — is the stack running? try `bazaar stack up` (or `make run`)")
         } catch let error as HTTPClientError where error == .remoteConnectionClosed {
             throw CLIError("\(service) service at \(base) closed the connection during \(method) \(path) (did it stop?)")
-        } catch let error as CLIError {
-            throw error
         } catch {
             throw CLIError("\(method) \(base + path) failed: \(error)")
         }
