@@ -78,7 +78,7 @@ extension EventConsumer {
                 // alone. Two batches that lock the same rows in different orders (accounts of the
                 // same customers, say) would otherwise deadlock, and Postgres only notices after
                 // `deadlock_timeout` (1 s), for every such pair.
-                try transaction.execute("SET LOCAL lock_timeout = '\(Self.batchLockTimeoutMilliseconds)ms'")
+                transaction.enqueue("SET LOCAL lock_timeout = '\(Self.batchLockTimeoutMilliseconds)ms'")
                 let inserted = try zip(batch, contexts).map { item, context in
                     // Each in its own span, so the events it emits continue its own trace.
                     try ServiceContext.$current.withValue(context) {

@@ -37,8 +37,9 @@ public struct Outbox: Sendable {
         TraceHeaders.inject(into: &headers)
         let payload = String(decoding: try EventJSON.encode(envelope), as: UTF8.self)
         let headerJSON = String(decoding: try JSONEncoder().encode(headers), as: UTF8.self)
-        // The insert and the NOTIFY in one statement: one round trip to the server, not two.
-        _ = try transaction.query(
+        // The insert and the NOTIFY in one statement, queued: it travels with the transaction's
+        // next statement or its COMMIT, and nothing waits for it on its own.
+        transaction.enqueue(
             """
             WITH inserted AS (
                 INSERT INTO \(table)

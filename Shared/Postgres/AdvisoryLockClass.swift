@@ -27,8 +27,9 @@ public struct AdvisoryLockClass: Sendable, Hashable {
 }
 
 extension PostgresTransaction {
-    /// Takes the advisory lock `(lockClass, hashtext(key))` until the transaction ends.
-    public func lock(_ lockClass: AdvisoryLockClass, key: String) throws {
-        try execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", lockClass.rawValue, key)
+    /// Takes the advisory lock `(lockClass, hashtext(key))` until the transaction ends. Queued: the
+    /// lock is taken, in order, before the statements that follow run.
+    public func lock(_ lockClass: AdvisoryLockClass, key: String) {
+        enqueue("SELECT pg_advisory_xact_lock($1, hashtext($2))", lockClass.rawValue, key)
     }
 }

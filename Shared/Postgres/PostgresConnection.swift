@@ -15,7 +15,6 @@ public actor PostgresConnection {
     private let libpq: LibPQConnection
     public let configuration: PostgresConfiguration
     private let logger: Logger
-
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     private init(configuration: PostgresConfiguration, logger: Logger) {
@@ -73,17 +72,23 @@ public actor PostgresConnection {
     /// from BEGIN to COMMIT, so no other task's statement can slip into the transaction, and no
     /// `await` can hold it open while the task waits on something else (a lock held across an
     /// HTTP call is how deadlocks and pool starvation start). Do the async work before or after.
+    ///
+    /// Round trips are what a transaction costs most, so BEGIN travels with the body's first
+    /// statement, and statements the body `enqueue`s travel with the next one it waits for, or
+    /// with COMMIT (see `PostgresTransaction.enqueue`). A body that runs no statement costs none.
     public func transaction<Result: Sendable>(
         _ body: @Sendable (PostgresTransaction) throws -> Result
     ) throws -> Result {
-        _ = try libpq.execute("BEGIN", [])
+        let pending = PendingStatements(first: PipelinedStatement(sql: "BEGIN", parameters: []))
         let result: Result
         do {
-            result = try body(PostgresTransaction(libpq: libpq, logger: logger))
+            result = try body(PostgresTransaction(libpq: libpq, logger: logger, pending: pending))
         } catch {
             rollBack(after: error)
             throw error
         }
+        // Nothing was sent, nothing is queued but the BEGIN: there is no transaction to end.
+        guard pending.began || pending.statements.count > 1 else { return result }
         // A body that caught an SQL error and returned anyway leaves the transaction aborted, and
         // COMMIT would then quietly roll back: refuse to report success for writes that are gone.
         if libpq.isInFailedTransaction {
@@ -93,8 +98,14 @@ public actor PostgresConnection {
                 message: "the transaction was aborted by an earlier error its body caught; nothing was committed")
         }
         // A failed COMMIT (a deferred constraint, a serialization failure) has already ended the
-        // transaction on the server: the error is all that is left to report.
-        _ = try libpq.execute("COMMIT", [])
+        // transaction on the server: the error is all that is left to report. A queued statement
+        // that fails makes the server skip the COMMIT: that transaction is rolled back here.
+        do {
+            _ = try libpq.execute(pipeline: pending.take() + [PipelinedStatement(sql: "COMMIT", parameters: [])])
+        } catch {
+            rollBack(after: error)
+            throw error
+        }
         return result
     }
 
@@ -144,6 +155,7 @@ public actor PostgresConnection {
 public struct PostgresTransaction {
     let libpq: LibPQConnection
     let logger: Logger
+    let pending: PendingStatements
 
     /// Runs one statement and returns its rows.
     public func query(_ sql: String, _ parameters: any PostgresBindable...) throws -> [PostgresRow] {
@@ -167,23 +179,65 @@ public struct PostgresTransaction {
         try run(sql, parameters).affectedRows
     }
 
+    /// Queues a statement whose result the body does not need (a write, a lock, a SET LOCAL): it
+    /// is sent with the next statement the body waits for, or with COMMIT, in one round trip
+    /// (libpq's pipeline mode), and runs in the order it was written.
+    ///
+    /// Its error, if it fails, is thrown by that later call or by the commit, and the whole
+    /// transaction rolls back: what was queued is never half applied. Use `execute` when the body
+    /// must know at once whether a statement worked, or how many rows it changed.
+    public func enqueue(_ sql: String, _ parameters: any PostgresBindable...) {
+        enqueue(sql, parameters: parameters)
+    }
+
+    /// Queues a statement with a list of parameters built at run time.
+    public func enqueue(_ sql: String, parameters: [any PostgresBindable]) {
+        logger.trace("statement (queued)", metadata: ["sql": "\(sql)"])
+        pending.statements.append(PipelinedStatement(sql: sql, parameters: parameters.map(\.postgresBinding)))
+    }
+
     /// Queues a notification; PostgreSQL delivers it only if and when the transaction commits,
     /// which is what makes NOTIFY safe to pair with an outbox row.
-    public func notify(channel: String, payload: String = "") throws {
-        _ = try run("SELECT pg_notify($1, $2)", [channel, payload])
+    public func notify(channel: String, payload: String = "") {
+        enqueue("SELECT pg_notify($1, $2)", channel, payload)
     }
 
     /// Runs a script of several statements without parameters (`PQexec`). Only for trusted SQL
     /// shipped with the code, such as migrations: nothing from outside may reach it.
     func executeScript(_ sql: String) throws {
+        try flush()
         try libpq.executeScript(sql)
     }
 
     /// Whether the session is still inside the transaction block (a script could have ended it).
     var isInTransaction: Bool { libpq.isInTransaction }
 
+    /// Sends what is queued, BEGIN included, and waits for it.
+    private func flush() throws {
+        guard !pending.statements.isEmpty else { return }
+        _ = try libpq.execute(pipeline: pending.take())
+    }
+
     private func run(_ sql: String, _ parameters: [any PostgresBindable]) throws -> PostgresQueryResult {
         logger.trace("statement", metadata: ["sql": "\(sql)"])
-        return try libpq.execute(sql, parameters.map(\.postgresBinding))
+        let statement = PipelinedStatement(sql: sql, parameters: parameters.map(\.postgresBinding))
+        // The queued statements, then this one: one round trip, and this one's result is the last.
+        return try libpq.execute(pipeline: pending.take() + [statement]).last!
+    }
+}
+
+/// What a transaction has queued and not sent yet: at first its BEGIN.
+final class PendingStatements {
+    var statements: [PipelinedStatement]
+    /// Whether BEGIN has gone to the server (so there is a transaction to end).
+    private(set) var began = false
+
+    init(first: PipelinedStatement) { statements = [first] }
+
+    /// The queued statements, in order, leaving none.
+    func take() -> [PipelinedStatement] {
+        began = true
+        defer { statements = [] }
+        return statements
     }
 }

@@ -276,7 +276,7 @@ struct RawCommand: AsyncParsableCommand {
                 (event_id, event_type, event_version, exchange, routing_key, correlation_id, causation_id, payload, headers)
             VALUES ($1, 'stock.reserved', 1, 'inventory', 'stock.reserved.v1', $2, $2, $3::json, '{}'::jsonb)
             """, UUID(), orderId, payload)
-        try tx.notify(channel: "bench_outbox")
+        tx.notify(channel: "bench_outbox")
     }
 
     static func parseList(_ text: String) throws -> [Int] {

@@ -22,8 +22,8 @@ struct InventoryStore: Sendable {
 
     /// Serialises every handler of one order within inventory (OrderPlaced and OrderCancelled may
     /// reach two instances at once); the lock ends with the transaction.
-    func lockOrder(_ orderId: UUID, in tx: PostgresTransaction) throws {
-        try tx.lock(.inventoryOrder, key: orderId.uuidString.lowercased())
+    func lockOrder(_ orderId: UUID, in tx: PostgresTransaction) {
+        tx.lock(.inventoryOrder, key: orderId.uuidString.lowercased())
     }
 
     func reservationStatus(_ orderId: UUID, in tx: PostgresTransaction) throws -> ReservationStatus? {
@@ -48,23 +48,23 @@ struct InventoryStore: Sendable {
         return available
     }
 
-    func record(_ orderId: UUID, _ status: ReservationStatus, lines: [StockLine], in tx: PostgresTransaction) throws {
-        try tx.execute(
+    func record(_ orderId: UUID, _ status: ReservationStatus, lines: [StockLine], in tx: PostgresTransaction) {
+        tx.enqueue(
             """
             INSERT INTO \(schema).reservations (order_id, status) VALUES ($1, $2)
             ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, updated_at = now()
             """, orderId, status.rawValue)
         for line in lines {
-            try tx.execute(
+            tx.enqueue(
                 "INSERT INTO \(schema).reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)",
                 orderId, line.sku, line.quantity)
         }
     }
 
     /// Moves units: `available` and `reserved` change by the given amounts for each line.
-    func adjust(_ lines: [StockLine], available availableSign: Int, reserved reservedSign: Int, in tx: PostgresTransaction) throws {
+    func adjust(_ lines: [StockLine], available availableSign: Int, reserved reservedSign: Int, in tx: PostgresTransaction) {
         for line in lines.sorted(by: { $0.sku < $1.sku }) {
-            try tx.execute(
+            tx.enqueue(
                 """
                 UPDATE \(schema).products
                 SET available = available + $2, reserved = reserved + $3, updated_at = now()

@@ -37,7 +37,7 @@ struct OrderStore: Sendable {
             """, order.orderId, order.customerId, order.total, idempotencyKey, Int(deadline.components.seconds)
         )[0].decode(Date.self, column: "created_at")
         for (index, line) in order.lines.enumerated() {
-            try tx.execute(
+            tx.enqueue(
                 "INSERT INTO \(lines) (order_id, line, sku, quantity, unit_price) VALUES ($1, $2, $3, $4, $5)",
                 order.orderId, index + 1, line.sku, line.quantity, line.unitPrice)
         }
@@ -71,8 +71,8 @@ struct OrderStore: Sendable {
                 """, customerId, limit), in: tx)
     }
 
-    func setStatus(_ orderId: UUID, _ status: OrderStatus, reason: CancellationReason?, in tx: PostgresTransaction) throws {
-        try tx.execute(
+    func setStatus(_ orderId: UUID, _ status: OrderStatus, reason: CancellationReason?, in tx: PostgresTransaction) {
+        tx.enqueue(
             "UPDATE \(orders) SET status = $2, reason = $3, updated_at = now() WHERE order_id = $1",
             orderId, status.rawValue, reason?.rawValue)
     }
@@ -98,8 +98,8 @@ struct OrderStore: Sendable {
     }
 
     /// Keeps the newest revision of a product; an older event arriving late changes nothing.
-    func upsertProduct(_ product: ProductUpdated, in tx: PostgresTransaction) throws {
-        try tx.execute(
+    func upsertProduct(_ product: ProductUpdated, in tx: PostgresTransaction) {
+        tx.enqueue(
             """
             INSERT INTO \(catalogue) (sku, name, price, revision) VALUES ($1, $2, $3, $4)
             ON CONFLICT (sku) DO UPDATE SET name = excluded.name, price = excluded.price,

@@ -19,8 +19,8 @@ struct PaymentStore: Sendable {
     }
 
     /// Serialises the handlers of one order (StockReserved and OrderCancelled may race).
-    func lockOrder(_ orderId: UUID, in tx: PostgresTransaction) throws {
-        try tx.lock(.paymentOrder, key: orderId.uuidString.lowercased())
+    func lockOrder(_ orderId: UUID, in tx: PostgresTransaction) {
+        tx.lock(.paymentOrder, key: orderId.uuidString.lowercased())
     }
 
     func payment(orderId: UUID, in tx: PostgresTransaction) throws -> Payment? {
@@ -33,8 +33,8 @@ struct PaymentStore: Sendable {
         try !tx.query("SELECT 1 FROM \(schema).cancelled_orders WHERE order_id = $1", orderId).isEmpty
     }
 
-    func recordCancellation(_ orderId: UUID, in tx: PostgresTransaction) throws {
-        try tx.execute("INSERT INTO \(schema).cancelled_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING", orderId)
+    func recordCancellation(_ orderId: UUID, in tx: PostgresTransaction) {
+        tx.enqueue("INSERT INTO \(schema).cancelled_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING", orderId)
     }
 
     /// The balance, with the account row locked for the charge that follows.
@@ -43,22 +43,22 @@ struct PaymentStore: Sendable {
             .map { try $0.decode(Int.self, column: "balance") }
     }
 
-    func changeBalance(_ customerId: String, by amount: Int, in tx: PostgresTransaction) throws {
-        try tx.execute(
+    func changeBalance(_ customerId: String, by amount: Int, in tx: PostgresTransaction) {
+        tx.enqueue(
             "UPDATE \(schema).accounts SET balance = balance + $2, updated_at = now() WHERE customer_id = $1",
             customerId, amount)
     }
 
-    func insert(_ payment: Payment, reason: String?, in tx: PostgresTransaction) throws {
-        try tx.execute(
+    func insert(_ payment: Payment, reason: String?, in tx: PostgresTransaction) {
+        tx.enqueue(
             """
             INSERT INTO \(schema).payments (payment_id, order_id, customer_id, amount, status, reason)
             VALUES ($1, $2, $3, $4, $5, $6)
             """, payment.paymentId, payment.orderId, payment.customerId, payment.amount, payment.status.rawValue, reason)
     }
 
-    func setStatus(_ paymentId: UUID, _ status: PaymentStatus, in tx: PostgresTransaction) throws {
-        try tx.execute(
+    func setStatus(_ paymentId: UUID, _ status: PaymentStatus, in tx: PostgresTransaction) {
+        tx.enqueue(
             "UPDATE \(schema).payments SET status = $2, updated_at = now() WHERE payment_id = $1", paymentId, status.rawValue)
     }
 
@@ -73,8 +73,8 @@ struct PaymentStore: Sendable {
             .map { try $0.decode(Int.self, column: "balance") }
     }
 
-    func setBalance(_ customerId: String, _ balance: Int, in tx: PostgresTransaction) throws {
-        try tx.execute(
+    func setBalance(_ customerId: String, _ balance: Int, in tx: PostgresTransaction) {
+        tx.enqueue(
             """
             INSERT INTO \(schema).accounts (customer_id, balance) VALUES ($1, $2)
             ON CONFLICT (customer_id) DO UPDATE SET balance = excluded.balance, updated_at = now()

@@ -138,6 +138,114 @@ final class LibPQConnection {
     /// `PQexecPrepared`); results come back in text format.
     func execute(_ sql: String, _ parameters: [PostgresBinding]) throws -> PostgresQueryResult {
         let handle = try connectedHandle()
+        try Self.checkNoNUL(in: parameters)
+        let types = parameters.map { $0.type.oid }
+        let name = try preparedStatement(sql, types: types, handle)
+        return try Self.withParameterBuffers(parameters) { count, values, lengths, formats in
+            if let name {
+                return try consume(PQexecPrepared(handle, name, count, values, lengths, formats, 0 /* text results */))
+            }
+            return try consume(PQexecParams(handle, sql, count, types, values, lengths, formats, 0 /* text results */))
+        }
+    }
+
+    /// Runs `statements` in order in one round trip, with libpq's pipeline mode: all are sent,
+    /// then one Sync, then the results are read. Returns each statement's result, in order.
+    ///
+    /// If one fails, the server skips the rest up to the Sync, and its error is thrown; inside a
+    /// transaction block the transaction has then failed, as it would have one statement at a time.
+    func execute(pipeline statements: [PipelinedStatement]) throws -> [PostgresQueryResult] {
+        if statements.count == 1, let only = statements.first { return [try execute(only.sql, only.parameters)] }
+        if statements.isEmpty { return [] }
+        let handle = try connectedHandle()
+        for statement in statements { try Self.checkNoNUL(in: statement.parameters) }
+
+        // What was sent, in order, so each result is matched with its statement. A statement new
+        // to this session is prepared within the pipeline and remembered once that succeeded.
+        enum Sent { case prepare(PreparedKey, name: String), statement }
+        var sent: [Sent] = []
+        var preparing: [PreparedKey: String] = [:]
+        guard PQenterPipelineMode(handle) == 1 else {
+            throw PostgresError(isConnected ? .unexpectedResult : .connectionLost, message: errorMessage)
+        }
+        do {
+            for statement in statements {
+                let types = statement.parameters.map { $0.type.oid }
+                let key = PreparedKey(sql: statement.sql, types: types)
+                var name = preparedStatements[key] ?? preparing[key]
+                if name == nil, preparedStatements.count + preparing.count < Self.preparedStatementLimit {
+                    let newName = "bazaar_\(preparedStatements.count + preparing.count + 1)"
+                    try sending(PQsendPrepare(handle, newName, statement.sql, Int32(types.count), types))
+                    preparing[key] = newName
+                    sent.append(.prepare(key, name: newName))
+                    name = newName
+                }
+                try Self.withParameterBuffers(statement.parameters) { count, values, lengths, formats in
+                    if let name {
+                        try sending(PQsendQueryPrepared(handle, name, count, values, lengths, formats, 0))
+                    } else {
+                        try sending(PQsendQueryParams(handle, statement.sql, count, types, values, lengths, formats, 0))
+                    }
+                }
+                sent.append(.statement)
+            }
+            try sending(PQpipelineSync(handle))
+        } catch {
+            abandonPipeline()
+            throw error
+        }
+
+        var results: [PostgresQueryResult] = []
+        var firstError: PostgresError?
+        for item in sent {
+            guard let result = PQgetResult(handle) else { throw lostInPipeline() }
+            let status = PQresultStatus(result)
+            switch status {
+            case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+                if case .prepare(let key, let name) = item {
+                    preparedStatements[key] = name
+                } else {
+                    results.append(Self.copy(result))
+                }
+            case PGRES_PIPELINE_ABORTED:
+                break  // skipped after an earlier error, which is the one reported
+            case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR, PGRES_BAD_RESPONSE:
+                firstError = firstError ?? serverError(from: result)
+            default:
+                firstError = firstError ?? PostgresError(
+                    .unexpectedResult, message: "unsupported result status \(String(cString: PQresStatus(status)))")
+            }
+            PQclear(result)
+            // Each statement's results end with a NULL.
+            while let extra = PQgetResult(handle) { PQclear(extra) }
+        }
+        guard let sync = PQgetResult(handle), PQresultStatus(sync) == PGRES_PIPELINE_SYNC else { throw lostInPipeline() }
+        PQclear(sync)
+        guard PQexitPipelineMode(handle) == 1 else { throw lostInPipeline() }
+        if let firstError { throw firstError }
+        return results
+    }
+
+    /// Fails when libpq could not queue or send a message of a pipeline.
+    private func sending(_ status: Int32) throws {
+        guard status == 1 else {
+            throw PostgresError(isConnected ? .unexpectedResult : .connectionLost, message: errorMessage)
+        }
+    }
+
+    /// A pipeline whose results can't all be read leaves the session in no known state: it is
+    /// closed, and the pool's next checkout opens a new one.
+    private func lostInPipeline() -> PostgresError {
+        let error = PostgresError(.connectionLost, message: "the connection failed during a pipeline: \(errorMessage)")
+        abandonPipeline()
+        return error
+    }
+
+    private func abandonPipeline() {
+        close()
+    }
+
+    private static func checkNoNUL(in parameters: [PostgresBinding]) throws {
         for (index, parameter) in parameters.enumerated() {
             if case .text(let text) = parameter.value, text.utf8.contains(0) {
                 // libpq takes text parameters as C strings: a NUL would silently cut the value.
@@ -145,15 +253,21 @@ final class LibPQConnection {
                     .invalidParameter, message: "parameter $\(index + 1) contains a NUL character")
             }
         }
-        // libpq wants parallel C arrays; the value buffers are copies freed after the call.
-        let types = parameters.map { $0.type.oid }
+    }
+
+    /// Calls `body` with the parallel C arrays libpq wants (count, values, lengths, formats). The
+    /// value buffers are copies made with malloc/strdup, freed when `body` returns: libpq copies
+    /// them into its output buffer during the call.
+    private static func withParameterBuffers<Result>(
+        _ parameters: [PostgresBinding],
+        _ body: (Int32, [UnsafePointer<CChar>?], [Int32], [Int32]) throws -> Result
+    ) rethrows -> Result {
         let formats = parameters.map { parameter -> Int32 in
             if case .binary = parameter.value { return 1 } else { return 0 }
         }
         let lengths = parameters.map { parameter -> Int32 in
             if case .binary(let bytes) = parameter.value { return Int32(bytes.count) } else { return 0 }
         }
-        // Copies made with malloc/strdup, all released with free().
         let buffers: [UnsafeMutablePointer<CChar>?] = parameters.map { parameter in
             switch parameter.value {
             case .null: return nil
@@ -168,14 +282,7 @@ final class LibPQConnection {
             }
         }
         defer { buffers.forEach { free($0) } }
-        let values = buffers.map { UnsafePointer($0) }
-        if let name = try preparedStatement(sql, types: types, handle) {
-            return try consume(
-                PQexecPrepared(handle, name, Int32(parameters.count), values, lengths, formats, 0 /* text results */))
-        }
-        let result = PQexecParams(
-            handle, sql, Int32(parameters.count), types, values, lengths, formats, 0 /* text results */)
-        return try consume(result)
+        return try body(Int32(parameters.count), buffers.map { UnsafePointer($0) }, lengths, formats)
     }
 
     /// The name of `sql` prepared in this session, preparing it on first use; nil once the session
@@ -309,6 +416,12 @@ private final class NoticeSink {
 private func noticeReceiver(_ argument: UnsafeMutableRawPointer?, _ result: OpaquePointer?) {
     guard let argument, let result else { return }
     Unmanaged<NoticeSink>.fromOpaque(argument).takeUnretainedValue().receive(result)
+}
+
+/// One statement of a pipeline (`LibPQConnection.execute(pipeline:)`).
+struct PipelinedStatement {
+    var sql: String
+    var parameters: [PostgresBinding]
 }
 
 /// What one statement returned, copied out of libpq's `PGresult`.

@@ -45,7 +45,7 @@ public struct MigrationRunner: Sendable {
     private static func apply(
         _ migrations: [Migration], schema: String, quotedSchema: String, tx: PostgresTransaction, logger: Logger
     ) throws -> [Int] {
-        try tx.lock(.migrations, key: schema)
+        tx.lock(.migrations, key: schema)
         // Create the schema only when it is missing: a service role that owns its schema (made by
         // an administrator) has no right to create schemas, and CREATE SCHEMA IF NOT EXISTS checks
         // that right before it looks.

@@ -10,17 +10,17 @@ enum InventoryHandlers {
         var handlers = EventHandlers()
         handlers.on(OrderPlaced.self) { envelope, context in
             let order = envelope.data, tx = context.transaction
-            try store.lockOrder(order.orderId, in: tx)
+            store.lockOrder(order.orderId, in: tx)
             let lines = order.items.map { StockLine(sku: $0.sku, quantity: $0.quantity) }
             let status = try store.reservationStatus(order.orderId, in: tx)
             let available = try store.lockAvailable(lines.map(\.sku), in: tx)
             switch ReservationRules.onPlaced(status, lines: lines, available: available) {
             case .reserve:
-                try store.adjust(lines, available: -1, reserved: +1, in: tx)
-                try store.record(order.orderId, .reserved, lines: lines, in: tx)
+                store.adjust(lines, available: -1, reserved: +1, in: tx)
+                store.record(order.orderId, .reserved, lines: lines, in: tx)
                 try context.emit(StockReserved(orderId: order.orderId, customerId: order.customerId, items: lines, total: order.total))
             case .reject(let skus):
-                try store.record(order.orderId, .rejected, lines: [], in: tx)
+                store.record(order.orderId, .rejected, lines: [], in: tx)
                 try context.emit(StockRejected(orderId: order.orderId, reason: "out_of_stock", skus: skus))
             default:
                 break
@@ -28,22 +28,22 @@ enum InventoryHandlers {
         }
         handlers.on(OrderConfirmed.self) { envelope, context in
             let orderId = envelope.data.orderId, tx = context.transaction
-            try store.lockOrder(orderId, in: tx)
+            store.lockOrder(orderId, in: tx)
             guard ReservationRules.onConfirmed(try store.reservationStatus(orderId, in: tx)) == .sell else { return }
-            try store.adjust(try store.reservationLines(orderId, in: tx), available: 0, reserved: -1, in: tx)
-            try store.record(orderId, .sold, lines: [], in: tx)
+            store.adjust(try store.reservationLines(orderId, in: tx), available: 0, reserved: -1, in: tx)
+            store.record(orderId, .sold, lines: [], in: tx)
         }
         handlers.on(OrderCancelled.self) { envelope, context in
             let orderId = envelope.data.orderId, tx = context.transaction
-            try store.lockOrder(orderId, in: tx)
+            store.lockOrder(orderId, in: tx)
             switch ReservationRules.onCancelled(try store.reservationStatus(orderId, in: tx)) {
             case .putBack(let from):
                 let lines = try store.reservationLines(orderId, in: tx)
-                try store.adjust(lines, available: +1, reserved: from == .reserved ? -1 : 0, in: tx)
-                try store.record(orderId, .released, lines: [], in: tx)
+                store.adjust(lines, available: +1, reserved: from == .reserved ? -1 : 0, in: tx)
+                store.record(orderId, .released, lines: [], in: tx)
                 try context.emit(StockReleased(orderId: orderId, items: lines))
             case .recordCancellation:
-                try store.record(orderId, .cancelledBeforePlaced, lines: [], in: tx)
+                store.record(orderId, .cancelledBeforePlaced, lines: [], in: tx)
             default:
                 break
             }

@@ -27,7 +27,7 @@ enum NotificationHandlers {
         let notification = StoredNotification(
             notificationId: UUID(), orderId: orderId, customerId: customerId, kind: kind, createdAt: Date())
         guard try store.record(notification, causedBy: context.incoming.eventId, in: context.transaction) else { return }
-        try webhooks.enqueue(notificationId: notification.notificationId, customerId: customerId, in: context.transaction)
+        webhooks.enqueue(notificationId: notification.notificationId, customerId: customerId, in: context.transaction)
         try context.emit(
             NotificationSent(notificationId: notification.notificationId, orderId: orderId, customerId: customerId, kind: kind))
     }

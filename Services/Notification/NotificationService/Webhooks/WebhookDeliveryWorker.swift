@@ -144,7 +144,7 @@ struct WebhookDeliveryWorker: Sendable {
             // little jitter so the waiting rows don't all come due in the same instant.
             let delay = (until - now) + .milliseconds(Int.random(in: 0...250))
             let reason = "postponed: the circuit breaker for \(delivery.host) is open"
-            await record(id) { tx in try store.postpone(id, by: delay, reason: reason, in: tx) }
+            await record(id) { tx in store.postpone(id, by: delay, reason: reason, in: tx) }
             return
         }
         let outcome = await sender.send(delivery, logger: logger)
@@ -156,11 +156,11 @@ struct WebhookDeliveryWorker: Sendable {
         switch outcome {
         case .delivered(let status):
             breakers.recordSuccess(host: delivery.host)
-            await record(id) { tx in try store.markDelivered(id, attempts: attempts, status: status, in: tx) }
+            await record(id) { tx in store.markDelivered(id, attempts: attempts, status: status, in: tx) }
         case .rejected(let status):
             breakers.recordSuccess(host: delivery.host)
             await record(id) { tx in
-                try store.markFailedAttempt(
+                store.markFailedAttempt(
                     id, attempts: attempts, status: status, error: "the receiver answered \(status)", retryAfter: retry, in: tx)
             }
         case .hostFailed(let status, let error):
@@ -169,14 +169,14 @@ struct WebhookDeliveryWorker: Sendable {
                     "webhook host \(delivery.host) failing (\(error)): circuit breaker open for \(settings.breakerOpenDuration)")
             }
             await record(id) { tx in
-                try store.markFailedAttempt(id, attempts: attempts, status: status, error: error, retryAfter: retry, in: tx)
+                store.markFailedAttempt(id, attempts: attempts, status: status, error: error, retryAfter: retry, in: tx)
             }
         case .refused(let reason):
             // The host is unusable as it stands; the breaker must not stay half-open on it.
             breakers.recordFailure(host: delivery.host, at: ContinuousClock.now)
             logger.warning("webhook delivery \(id) refused: \(reason)")
             await record(id) { tx in
-                try store.markFailedAttempt(id, attempts: attempts, status: nil, error: reason, retryAfter: nil, in: tx)
+                store.markFailedAttempt(id, attempts: attempts, status: nil, error: reason, retryAfter: nil, in: tx)
             }
         }
         if case .delivered = outcome {} else if retry == nil {

@@ -77,8 +77,8 @@ struct WebhookStore: Sendable {
 
     /// Queues a delivery of the notification to each webhook of its customer (in the transaction
     /// that records it).
-    func enqueue(notificationId: UUID, customerId: String, in tx: PostgresTransaction) throws {
-        try tx.execute(
+    func enqueue(notificationId: UUID, customerId: String, in tx: PostgresTransaction) {
+        tx.enqueue(
             """
             INSERT INTO \(schema).webhook_deliveries (delivery_id, notification_id, webhook_id, host)
             SELECT gen_random_uuid(), $1, webhook_id, host FROM \(schema).webhooks WHERE customer_id = $2
@@ -135,8 +135,8 @@ struct WebhookStore: Sendable {
     }
 
     /// The receiver took it.
-    func markDelivered(_ deliveryId: UUID, attempts: Int, status: Int, in tx: PostgresTransaction) throws {
-        try tx.execute(
+    func markDelivered(_ deliveryId: UUID, attempts: Int, status: Int, in tx: PostgresTransaction) {
+        tx.enqueue(
             """
             UPDATE \(schema).webhook_deliveries SET state = 'delivered', attempts = $2, last_status = $3, last_error = NULL,
                 updated_at = now()
@@ -147,8 +147,8 @@ struct WebhookStore: Sendable {
     /// An attempt failed: try again after `retryAfter`, or give up (`failed`) when it is nil.
     func markFailedAttempt(
         _ deliveryId: UUID, attempts: Int, status: Int?, error: String, retryAfter: Duration?, in tx: PostgresTransaction
-    ) throws {
-        try tx.execute(
+    ) {
+        tx.enqueue(
             """
             UPDATE \(schema).webhook_deliveries SET attempts = $2, last_status = $3, last_error = $4,
                 state = CASE WHEN $5::bigint IS NULL THEN 'failed' ELSE 'pending' END,
@@ -160,8 +160,8 @@ struct WebhookStore: Sendable {
     }
 
     /// Not attempted (the host's breaker is open): due again after `delay`, attempts unchanged.
-    func postpone(_ deliveryId: UUID, by delay: Duration, reason: String, in tx: PostgresTransaction) throws {
-        try tx.execute(
+    func postpone(_ deliveryId: UUID, by delay: Duration, reason: String, in tx: PostgresTransaction) {
+        tx.enqueue(
             """
             UPDATE \(schema).webhook_deliveries SET next_attempt_at = now() + $2 * interval '1 millisecond', last_error = $3,
                 updated_at = now()

@@ -96,7 +96,7 @@ struct OrderRoutes {
         let result: Result<(order: StoredOrder, isNew: Bool), OrderRequestProblem> = try await dependencies.pool.transaction { tx in
             if let idempotencyKey {
                 // Two retries racing: the second waits here, then finds the first one's order.
-                try tx.lock(.orderIdempotency, key: "\(body.customerId.utf8.count):\(body.customerId)\(idempotencyKey)")
+                tx.lock(.orderIdempotency, key: "\(body.customerId.utf8.count):\(body.customerId)\(idempotencyKey)")
                 if let existing = try store.order(customerId: body.customerId, idempotencyKey: idempotencyKey, in: tx) {
                     return .success((existing, false))
                 }

@@ -8,7 +8,7 @@ enum OrderHandlers {
     static func make(store: OrderStore, rebuilds: CatalogueRebuilds) -> EventHandlers {
         var handlers = EventHandlers()
         handlers.on(ProductUpdated.self) { envelope, context in
-            try store.upsertProduct(envelope.data, in: context.transaction)
+            store.upsertProduct(envelope.data, in: context.transaction)
         }
         handlers.on(ProductSnapshot.self) { envelope, context in
             try rebuilds.receive(envelope.data, in: context.transaction)
@@ -63,11 +63,11 @@ enum OrderTransitions {
         let decision = OrderStateMachine.decide(order.status, input)
         switch decision {
         case .confirm:
-            try store.setStatus(orderId, .confirmed, reason: nil, in: context.transaction)
+            store.setStatus(orderId, .confirmed, reason: nil, in: context.transaction)
             try context.emit(OrderConfirmed(orderId: orderId, customerId: order.customerId, total: order.total), orderId: orderId)
             order.status = .confirmed
         case .cancel(let reason):
-            try store.setStatus(orderId, .cancelled, reason: reason, in: context.transaction)
+            store.setStatus(orderId, .cancelled, reason: reason, in: context.transaction)
             try context.emit(OrderCancelled(orderId: orderId, customerId: order.customerId, reason: reason), orderId: orderId)
             order.status = .cancelled
             order.reason = reason

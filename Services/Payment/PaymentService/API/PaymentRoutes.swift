@@ -56,7 +56,7 @@ struct PaymentRoutes {
         }
         guard (0...1_000_000_000_000).contains(body.balance) else { throw Problem.badRequest("balance must be 0 to 10^12 (cents)") }
         let store = store
-        try await dependencies.pool.transaction { tx in try store.setBalance(customerId, body.balance, in: tx) }
+        try await dependencies.pool.transaction { tx in store.setBalance(customerId, body.balance, in: tx) }
         return AccountBody(customerId: customerId, balance: body.balance)
     }
 

@@ -8,7 +8,7 @@ enum PaymentHandlers {
         var handlers = EventHandlers()
         handlers.on(StockReserved.self) { envelope, context in
             let reserved = envelope.data, tx = context.transaction
-            try store.lockOrder(reserved.orderId, in: tx)
+            store.lockOrder(reserved.orderId, in: tx)
             let balance = try store.lockBalance(reserved.customerId, in: tx)
             let decision = PaymentRules.onStockReserved(
                 payment: try store.payment(orderId: reserved.orderId, in: tx)?.status,
@@ -18,8 +18,8 @@ enum PaymentHandlers {
                 status: .captured)
             switch decision {
             case .capture:
-                try store.changeBalance(reserved.customerId, by: -reserved.total, in: tx)
-                try store.insert(payment, reason: nil, in: tx)
+                store.changeBalance(reserved.customerId, by: -reserved.total, in: tx)
+                store.insert(payment, reason: nil, in: tx)
                 try context.emit(
                     PaymentCaptured(
                         orderId: reserved.orderId, paymentId: payment.paymentId, customerId: reserved.customerId,
@@ -27,7 +27,7 @@ enum PaymentHandlers {
             case .decline(let reason):
                 var declined = payment
                 declined.status = .declined
-                try store.insert(declined, reason: reason, in: tx)
+                store.insert(declined, reason: reason, in: tx)
                 try context.emit(
                     PaymentDeclined(orderId: reserved.orderId, customerId: reserved.customerId, amount: reserved.total, reason: reason))
             default:
@@ -36,18 +36,18 @@ enum PaymentHandlers {
         }
         handlers.on(OrderCancelled.self) { envelope, context in
             let orderId = envelope.data.orderId, tx = context.transaction
-            try store.lockOrder(orderId, in: tx)
+            store.lockOrder(orderId, in: tx)
             let payment = try store.payment(orderId: orderId, in: tx)
             switch PaymentRules.onOrderCancelled(payment: payment?.status, cancelled: try store.isCancelled(orderId, in: tx)) {
             case .refund:
                 guard let payment else { return }
-                try store.changeBalance(payment.customerId, by: payment.amount, in: tx)
-                try store.setStatus(payment.paymentId, .refunded, in: tx)
+                store.changeBalance(payment.customerId, by: payment.amount, in: tx)
+                store.setStatus(payment.paymentId, .refunded, in: tx)
                 try context.emit(
                     PaymentRefunded(
                         orderId: orderId, paymentId: payment.paymentId, customerId: payment.customerId, amount: payment.amount))
             case .recordCancellation:
-                try store.recordCancellation(orderId, in: tx)
+                store.recordCancellation(orderId, in: tx)
             default:
                 break
             }
