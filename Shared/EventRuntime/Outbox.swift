@@ -5,9 +5,10 @@ import Postgres
 /// Writes events into a service's outbox table, inside the transaction of the change that
 /// caused them: the event exists if and only if the change committed.
 ///
-/// The relay (`OutboxRelay`) publishes them later; a `NOTIFY` sent in the same transaction wakes
-/// it as soon as the transaction commits (Postgres delivers notifications only on commit, and
-/// several identical ones of a transaction as one).
+/// The relay (`OutboxRelay`) publishes them later, woken as soon as the transaction commits:
+/// directly when it leads in this process, otherwise by a `NOTIFY` sent in the same transaction
+/// (Postgres delivers notifications only on commit, and several identical ones of a transaction
+/// as one).
 public struct Outbox: Sendable {
     /// The service's schema, which holds its `outbox` table.
     public let schema: String
@@ -37,20 +38,29 @@ public struct Outbox: Sendable {
         TraceHeaders.inject(into: &headers)
         let payload = String(decoding: try EventJSON.encode(envelope), as: UTF8.self)
         let headerJSON = String(decoding: try JSONEncoder().encode(headers), as: UTF8.self)
-        // The insert and the NOTIFY in one statement, queued: it travels with the transaction's
-        // next statement or its COMMIT, and nothing waits for it on its own.
-        transaction.enqueue(
-            """
-            WITH inserted AS (
-                INSERT INTO \(table)
-                    (event_id, event_type, event_version, exchange, routing_key, correlation_id, causation_id, payload, headers)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9::jsonb)
-                RETURNING position
-            )
-            SELECT pg_notify($10, '') FROM inserted
-            """,
+        let values: [any PostgresBindable] = [
             envelope.eventId, Event.type, Event.version, Event.producer.exchange, Event.routingKey,
-            envelope.correlationId, envelope.causationId, payload, headerJSON, channel)
+            envelope.correlationId, envelope.causationId, payload, headerJSON,
+        ]
+        let insert = """
+            INSERT INTO \(table)
+                (event_id, event_type, event_version, exchange, routing_key, correlation_id, causation_id, payload, headers)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9::jsonb)
+            """
+        // Queued: the row travels with the transaction's next statement or its COMMIT. The relay
+        // must hear of it once it is committed. When this process's own relay leads, it is woken
+        // directly; otherwise a NOTIFY, which Postgres delivers on commit, wakes the leader
+        // wherever it runs. (A NOTIFY costs the database a signal and a wake-up of the listening
+        // session, and the service a wake-up of its listener: a price only the other case pays.)
+        if let wakeLocalRelay = LeadingRelays.waker(of: schema) {
+            transaction.enqueue(insert, parameters: values)
+            transaction.afterCommit(wakeLocalRelay)
+        } else {
+            // The insert and the NOTIFY in one statement.
+            transaction.enqueue(
+                "WITH inserted AS (\(insert) RETURNING position) SELECT pg_notify($10, '') FROM inserted",
+                parameters: values + [channel])
+        }
     }
 }
 

@@ -19,8 +19,9 @@ import Synchronization
 ///   leader's process or session dies, Postgres releases the lock and a standby takes over
 ///   within a poll interval. Leadership is checked once per pass, so a leader that lost its
 ///   session may finish the batch it was publishing: a duplicate, which inboxes absorb.
-/// - **Prompt, not busy.** The leader wakes on the `NOTIFY` each outbox write sends, and polls as
-///   a fallback; it publishes in batches and waits once per batch for the confirms.
+/// - **Prompt, not busy.** The leader wakes when an outbox write commits: directly when the write
+///   was made in its own process, on the `NOTIFY` the write sends otherwise; it polls as a
+///   fallback, publishes in batches and waits once per batch for the confirms.
 /// - **One bad row doesn't stall the rest.** A row the broker refuses (unroutable, nacked) is
 ///   retried later with growing delays while the rows behind it go out.
 /// - **Bounded history.** Published rows are deleted after `retention`.
@@ -121,6 +122,9 @@ public final class OutboxRelay: Sendable {
             configuration: database, channels: [outbox.channel], logger: logger, onListening: { wakeups.wake() })
         defer { Task { await listener.stop() } }
         wakeups.follow(listener.notifications)
+        // Commits in this process wake this relay directly, without a NOTIFY (see `Outbox.append`).
+        let leading = LeadingRelays.lead(outbox.schema, wake: { wakeups.wake() })
+        defer { LeadingRelays.resign(leading) }
 
         var lastCleanup = ContinuousClock.now
         for await _ in wakeups.stream {
@@ -281,6 +285,45 @@ struct PendingEvent {
                 correlationId: correlationId.uuidString.lowercased(), messageId: eventId.uuidString.lowercased(),
                 timestamp: createdAt, type: type, userId: user, appId: service.rawValue),
             mandatory: consumed ?? true)
+    }
+}
+
+/// The relays that lead in this process, by schema, and how to wake each: a transaction that
+/// writes to the outbox of one of them wakes it directly after its commit, and sends a NOTIFY
+/// only when the leader runs in another process. If leadership moves between the write and the
+/// commit, the new leader still finds the row: it looks when it takes over, and at every poll.
+enum LeadingRelays {
+    /// Identifies one relay's term as leader, so that a relay that lost its lead and resigns
+    /// late never removes the entry of the one that took over.
+    struct Term: Sendable {
+        let schema: String
+        let id: UInt64
+    }
+
+    private struct Leader {
+        var term: UInt64
+        var wake: @Sendable () -> Void
+    }
+
+    private static let state = Mutex<(next: UInt64, leaders: [String: Leader])>((0, [:]))
+
+    static func lead(_ schema: String, wake: @escaping @Sendable () -> Void) -> Term {
+        state.withLock { state in
+            state.next += 1
+            state.leaders[schema] = Leader(term: state.next, wake: wake)
+            return Term(schema: schema, id: state.next)
+        }
+    }
+
+    static func resign(_ term: Term) {
+        state.withLock { state in
+            if state.leaders[term.schema]?.term == term.id { state.leaders[term.schema] = nil }
+        }
+    }
+
+    /// How to wake the relay of `schema` leading in this process; nil if none does.
+    static func waker(of schema: String) -> (@Sendable () -> Void)? {
+        state.withLock { $0.leaders[schema]?.wake }
     }
 }
 

@@ -88,7 +88,10 @@ public actor PostgresConnection {
             throw error
         }
         // Nothing was sent, nothing is queued but the BEGIN: there is no transaction to end.
-        guard pending.began || pending.statements.count > 1 else { return result }
+        guard pending.began || pending.statements.count > 1 else {
+            pending.runAfterCommit()
+            return result
+        }
         // A body that caught an SQL error and returned anyway leaves the transaction aborted, and
         // COMMIT would then quietly roll back: refuse to report success for writes that are gone.
         if libpq.isInFailedTransaction {
@@ -106,6 +109,7 @@ public actor PostgresConnection {
             rollBack(after: error)
             throw error
         }
+        pending.runAfterCommit()
         return result
     }
 
@@ -196,6 +200,13 @@ public struct PostgresTransaction {
         pending.statements.append(PipelinedStatement(sql: sql, parameters: parameters.map(\.postgresBinding)))
     }
 
+    /// Runs `action` once the transaction has committed, never if it rolls back: for what must
+    /// not happen before the data is there for others to see, such as waking a reader of it.
+    /// Actions run in order on the connection's queue, right after COMMIT: keep them short.
+    public func afterCommit(_ action: @escaping @Sendable () -> Void) {
+        pending.afterCommit.append(action)
+    }
+
     /// Queues a notification; PostgreSQL delivers it only if and when the transaction commits,
     /// which is what makes NOTIFY safe to pair with an outbox row.
     public func notify(channel: String, payload: String = "") {
@@ -232,7 +243,14 @@ final class PendingStatements {
     /// Whether BEGIN has gone to the server (so there is a transaction to end).
     private(set) var began = false
 
+    /// What `PostgresTransaction.afterCommit` asked for, in order.
+    var afterCommit: [@Sendable () -> Void] = []
+
     init(first: PipelinedStatement) { statements = [first] }
+
+    func runAfterCommit() {
+        afterCommit.forEach { $0() }
+    }
 
     /// The queued statements, in order, leaving none.
     func take() -> [PipelinedStatement] {

@@ -193,6 +193,41 @@ final class RuntimeIntegrationTests {
         }
     }
 
+    /// A write in the process whose relay leads wakes that relay itself, after the commit, and
+    /// sends no NOTIFY; with no leader in the process, the write notifies a leader elsewhere.
+    @Test func aCommitWakesItsOwnProcesssLeadingRelayDirectlyAndOtherwiseNotifies() async throws {
+        try await withEnvironment { env in
+            let queue = try await env.bindQueue(to: OrderPlaced.self)
+            let listening = Mutex(false)
+            let listener = try PostgresListener(
+                configuration: await env.pool.configuration, channels: [env.outbox.channel], logger: env.logger,
+                onListening: { listening.withLock { $0 = true } })
+            defer { Task { await listener.stop() } }
+            let notifications = Mutex(0)
+            let counting = Task { for await _ in listener.notifications { notifications.withLock { $0 += 1 } } }
+            defer { counting.cancel() }
+            try await eventually { listening.withLock { $0 } }
+
+            // No relay leads here: the commit notifies.
+            let notified = Self.orderPlaced()
+            try await env.pool.transaction { tx in try env.outbox.append(notified, in: tx) }
+            try await eventually { notifications.withLock { $0 } == 1 }
+
+            // This process's relay leads (it finds the first row when it takes over). Its poll
+            // interval is far beyond the test: only the direct wake-up can bring it the second.
+            let relay = env.relay(pollInterval: .seconds(600))
+            let running = Task { try await relay.run() }
+            defer { running.cancel() }
+            _ = try await env.receive(1, from: queue)
+            let woken = Self.orderPlaced()
+            try await env.pool.transaction { tx in try env.outbox.append(woken, in: tx) }
+            let delivered = try await env.receive(1, from: queue)
+            #expect(delivered.first?.properties.messageId == woken.eventId.uuidString.lowercased())
+            try await Task.sleep(for: .milliseconds(200))  // a NOTIFY, had one been sent, arrives by now
+            #expect(notifications.withLock { $0 } == 1)
+        }
+    }
+
     @Test func twoRelaysPublishEachEventOnce() async throws {
         try await withEnvironment { env in
             let queue = try await env.bindQueue(to: OrderPlaced.self)

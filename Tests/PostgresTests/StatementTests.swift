@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import Synchronization
 import Testing
 
 @Suite("Transactions, errors and the pool")
@@ -44,6 +45,24 @@ struct StatementTests {
             // …and nowhere after it.
             let count = try await pool.query("SELECT count(*) AS n FROM \(table)").first?.decode(Int.self, column: "n")
             #expect(count == 1)
+        }
+    }
+
+    @Test func afterCommitActionsRunOnlyOnceTheTransactionCommitted() async throws {
+        try await withTable { pool, table in
+            let ran = Mutex<[String]>([])
+            try await pool.transaction { tx in
+                tx.enqueue("INSERT INTO \(table) (sku) VALUES ($1)", "kept")
+                tx.afterCommit { ran.withLock { $0.append("committed") } }
+                #expect(ran.withLock { $0 }.isEmpty)  // not before the COMMIT
+            }
+            await #expect(throws: PostgresError.self) {
+                try await pool.transaction { tx in
+                    tx.afterCommit { ran.withLock { $0.append("rolled back") } }
+                    tx.enqueue("INSERT INTO \(table) (sku) VALUES ($1)", "kept")  // a duplicate: no commit
+                }
+            }
+            #expect(ran.withLock { $0 } == ["committed"])
         }
     }
 
