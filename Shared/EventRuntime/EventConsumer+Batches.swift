@@ -79,12 +79,16 @@ extension EventConsumer {
                 // same customers, say) would otherwise deadlock, and Postgres only notices after
                 // `deadlock_timeout` (1 s), for every such pair.
                 transaction.enqueue("SET LOCAL lock_timeout = '\(Self.batchLockTimeoutMilliseconds)ms'")
-                let inserted = try zip(batch, contexts).map { item, context in
+                // Every delivery's inbox row in one round trip: which of them are new. The
+                // inserts are the locks, as in `apply`; handlers then run for the new ones only.
+                let inserted = try transaction.execute(each: batch.map { Self.inboxInsert($0.header, into: inboxTable) })
+                    .map { $0 == 1 }
+                for ((item, context), isNew) in zip(zip(batch, contexts), inserted) where isNew {
                     // Each in its own span, so the events it emits continue its own trace.
                     try ServiceContext.$current.withValue(context) {
-                        try Self.apply(
-                            item.body, header: item.header, handler: item.handler, inboxTable: inboxTable,
-                            context: HandlerContext(
+                        try item.handler(
+                            item.body,
+                            HandlerContext(
                                 transaction: transaction, incoming: item.header, outbox: outbox, service: service,
                                 commitActions: commitActions))
                     }

@@ -254,7 +254,15 @@ public struct EventConsumer: Sendable {
         _ body: Data, header: EnvelopeHeader, handler: EventHandlers.ErasedHandler, inboxTable: String,
         context: HandlerContext
     ) throws -> Bool {
-        let inserted = try context.transaction.execute(
+        let insert = inboxInsert(header, into: inboxTable)
+        guard try context.transaction.execute(insert.sql, parameters: insert.parameters) == 1 else { return false }
+        try handler(body, context)
+        return true
+    }
+
+    /// The statement that records an event in the inbox; it changes no row for a duplicate.
+    static func inboxInsert(_ header: EnvelopeHeader, into inboxTable: String) -> PostgresStatement {
+        PostgresStatement(
             """
             INSERT INTO \(inboxTable)
                 (event_id, event_type, event_version, source, correlation_id, causation_id, occurred_at)
@@ -263,9 +271,6 @@ public struct EventConsumer: Sendable {
             """,
             header.eventId, header.type, header.version, header.source.rawValue, header.correlationId,
             header.causationId, header.occurredAt)
-        guard inserted == 1 else { return false }
-        try handler(body, context)
-        return true
     }
 
     /// Sends a delivery whose handler failed to the retry queue of its attempt, or parks it once

@@ -183,6 +183,16 @@ public struct PostgresTransaction {
         try run(sql, parameters).affectedRows
     }
 
+    /// Runs several statements in one round trip (after what is queued) and returns how many
+    /// rows each inserted, updated or deleted, in order. The first error is thrown.
+    public func execute(each statements: [PostgresStatement]) throws -> [Int] {
+        guard !statements.isEmpty else { return [] }
+        let sent = pending.take() + statements.map {
+            PipelinedStatement(sql: $0.sql, parameters: $0.parameters.map(\.postgresBinding))
+        }
+        return try libpq.execute(pipeline: sent).suffix(statements.count).map(\.affectedRows)
+    }
+
     /// Queues a statement whose result the body does not need (a write, a lock, a SET LOCAL): it
     /// is sent with the next statement the body waits for, or with COMMIT, in one round trip
     /// (libpq's pipeline mode), and runs in the order it was written.
@@ -234,6 +244,17 @@ public struct PostgresTransaction {
         let statement = PipelinedStatement(sql: sql, parameters: parameters.map(\.postgresBinding))
         // The queued statements, then this one: one round trip, and this one's result is the last.
         return try libpq.execute(pipeline: pending.take() + [statement]).last!
+    }
+}
+
+/// A statement and its parameters, for `PostgresTransaction.execute(each:)`.
+public struct PostgresStatement {
+    public var sql: String
+    public var parameters: [any PostgresBindable]
+
+    public init(_ sql: String, _ parameters: any PostgresBindable...) {
+        self.sql = sql
+        self.parameters = parameters
     }
 }
 
