@@ -34,6 +34,7 @@ struct ReplayTests {
             // (A flag ends the load, not cancellation: cancelling a task in URLSession.data(for:)
             // can deadlock in swift-corelibs-foundation.)
             let stop = StopFlag()
+            let placed = Mutex(0)
             let load = Task {
                 try await withThrowingTaskGroup(of: [Int].self) { group in
                     for worker in 0..<10 {
@@ -44,6 +45,7 @@ struct ReplayTests {
                                 let sku = skus[(worker * 7 + round) % 39]  // never SKU-40, the lost one
                                 round += 1
                                 statuses.append(try await shop.place("customer-\(worker)", [sku: 1]).0)
+                                placed.withLock { $0 += 1 }
                             }
                             return statuses
                         }
@@ -55,7 +57,10 @@ struct ReplayTests {
                 try await system.pool.query("SELECT 1 FROM \(system.schema(.order)).orders").count >= 30
             }
             let rebuilt = try bazaar(system, ["replay", "catalogue"])
+            // Orders keep coming a little after the swap, and until there are 100 of them (how
+            // many fit in the rebuild's time depends on how busy the machine is).
             try await Task.sleep(for: .milliseconds(300))
+            try await shop.eventually { placed.withLock { $0 } >= 100 }
             stop.set()
             let statuses = try await load.value
 
