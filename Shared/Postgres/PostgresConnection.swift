@@ -187,10 +187,14 @@ public struct PostgresTransaction {
     /// rows each inserted, updated or deleted, in order. The first error is thrown.
     public func execute(each statements: [PostgresStatement]) throws -> [Int] {
         guard !statements.isEmpty else { return [] }
-        let sent = pending.take() + statements.map {
-            PipelinedStatement(sql: $0.sql, parameters: $0.parameters.map(\.postgresBinding))
-        }
-        return try libpq.execute(pipeline: sent).suffix(statements.count).map(\.affectedRows)
+        return try run(each: statements).map(\.affectedRows)
+    }
+
+    /// Runs several statements in one round trip (after what is queued) and returns the rows of
+    /// each, in order: reads that don't depend on one another need not wait for one another.
+    public func query(each statements: [PostgresStatement]) throws -> [[PostgresRow]] {
+        guard !statements.isEmpty else { return [] }
+        return try run(each: statements).map(\.rows)
     }
 
     /// Queues a statement whose result the body does not need (a write, a lock, a SET LOCAL): it
@@ -239,6 +243,15 @@ public struct PostgresTransaction {
         _ = try libpq.execute(pipeline: pending.take())
     }
 
+    /// The queued statements, then these: one round trip; their results are the last ones.
+    private func run(each statements: [PostgresStatement]) throws -> [PostgresQueryResult] {
+        for statement in statements { logger.trace("statement", metadata: ["sql": "\(statement.sql)"]) }
+        let sent = pending.take() + statements.map {
+            PipelinedStatement(sql: $0.sql, parameters: $0.parameters.map(\.postgresBinding))
+        }
+        return Array(try libpq.execute(pipeline: sent).suffix(statements.count))
+    }
+
     private func run(_ sql: String, _ parameters: [any PostgresBindable]) throws -> PostgresQueryResult {
         logger.trace("statement", metadata: ["sql": "\(sql)"])
         let statement = PipelinedStatement(sql: sql, parameters: parameters.map(\.postgresBinding))
@@ -247,7 +260,7 @@ public struct PostgresTransaction {
     }
 }
 
-/// A statement and its parameters, for `PostgresTransaction.execute(each:)`.
+/// A statement and its parameters, for `PostgresTransaction.query(each:)` and `execute(each:)`.
 public struct PostgresStatement {
     public var sql: String
     public var parameters: [any PostgresBindable]

@@ -43,6 +43,26 @@ struct PipelineTests {
         }
     }
 
+    @Test func severalReadsInOneRoundTripReturnTheRowsOfEachInOrder() async throws {
+        try await withTable { connection, table in
+            let (rows, changed) = try await connection.transaction { tx in
+                tx.enqueue("INSERT INTO \(table) (n) VALUES (1), (2), (3)")
+                let changed = try tx.execute(each: [
+                    PostgresStatement("UPDATE \(table) SET n = n + 10 WHERE n > $1", 1),
+                    PostgresStatement("DELETE FROM \(table) WHERE n = $1", 99),
+                ])
+                let rows = try tx.query(each: [
+                    PostgresStatement("SELECT n FROM \(table) WHERE n < $1 ORDER BY n", 10),
+                    PostgresStatement("SELECT n FROM \(table) WHERE n > $1 ORDER BY n", 10),
+                    PostgresStatement("SELECT n FROM \(table) WHERE n = $1", 5),
+                ])
+                return (try rows.map { try $0.map { try $0.decode(Int.self, at: 0) } }, changed)
+            }
+            #expect(changed == [2, 0])
+            #expect(rows == [[1], [12, 13], []])
+        }
+    }
+
     @Test func aQueuedStatementThatFailsRollsBackTheWholeTransaction() async throws {
         try await withTable { connection, table in
             let pid = await connection.backendPID

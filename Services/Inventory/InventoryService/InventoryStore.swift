@@ -26,26 +26,41 @@ struct InventoryStore: Sendable {
         tx.lock(.inventoryOrder, key: orderId.uuidString.lowercased())
     }
 
-    func reservationStatus(_ orderId: UUID, in tx: PostgresTransaction) throws -> ReservationStatus? {
-        try tx.query("SELECT status FROM \(schema).reservations WHERE order_id = $1", orderId).first
-            .flatMap { ReservationStatus(rawValue: try $0.decode(String.self, column: "status")) }
-    }
-
-    func reservationLines(_ orderId: UUID, in tx: PostgresTransaction) throws -> [StockLine] {
-        try tx.query("SELECT sku, quantity FROM \(schema).reservation_lines WHERE order_id = $1 ORDER BY sku", orderId)
-            .map { StockLine(sku: try $0.decode(String.self, column: "sku"), quantity: try $0.decode(Int.self, column: "quantity")) }
-    }
-
-    /// Units available now for each sku, rows locked in sku order (so two orders for the same
-    /// products never deadlock); an unknown sku is simply absent.
-    func lockAvailable(_ skus: [String], in tx: PostgresTransaction) throws -> [String: Int] {
+    /// What placing an order needs, read in one round trip: the order's reservation status, and
+    /// the units available now for each sku, product rows locked in sku order (so two orders for
+    /// the same products never deadlock); an unknown sku is simply absent.
+    func reservationStatusAndLockedStock(
+        _ orderId: UUID, skus: [String], in tx: PostgresTransaction
+    ) throws -> (status: ReservationStatus?, available: [String: Int]) {
+        let skus = Set(skus).sorted()
+        let results = try tx.query(
+            each: [statusOfReservation(orderId)]
+                + skus.map { PostgresStatement("SELECT available FROM \(schema).products WHERE sku = $1 FOR UPDATE", $0) })
         var available: [String: Int] = [:]
-        for sku in Set(skus).sorted() {
-            if let row = try tx.query("SELECT available FROM \(schema).products WHERE sku = $1 FOR UPDATE", sku).first {
-                available[sku] = try row.decode(Int.self, column: "available")
-            }
+        for (sku, rows) in zip(skus, results.dropFirst()) {
+            if let row = rows.first { available[sku] = try row.decode(Int.self, column: "available") }
         }
-        return available
+        return (try Self.status(results[0]), available)
+    }
+
+    /// The order's reservation status and its reserved lines, in one round trip.
+    func reservation(_ orderId: UUID, in tx: PostgresTransaction) throws -> (status: ReservationStatus?, lines: [StockLine]) {
+        let results = try tx.query(each: [
+            statusOfReservation(orderId),
+            PostgresStatement("SELECT sku, quantity FROM \(schema).reservation_lines WHERE order_id = $1 ORDER BY sku", orderId),
+        ])
+        return (
+            try Self.status(results[0]),
+            try results[1].map { StockLine(sku: try $0.decode(String.self, column: "sku"), quantity: try $0.decode(Int.self, column: "quantity")) }
+        )
+    }
+
+    private func statusOfReservation(_ orderId: UUID) -> PostgresStatement {
+        PostgresStatement("SELECT status FROM \(schema).reservations WHERE order_id = $1", orderId)
+    }
+
+    private static func status(_ rows: [PostgresRow]) throws -> ReservationStatus? {
+        try rows.first.flatMap { ReservationStatus(rawValue: try $0.decode(String.self, column: "status")) }
     }
 
     func record(_ orderId: UUID, _ status: ReservationStatus, lines: [StockLine], in tx: PostgresTransaction) {

@@ -23,24 +23,37 @@ struct PaymentStore: Sendable {
         tx.lock(.paymentOrder, key: orderId.uuidString.lowercased())
     }
 
-    func payment(orderId: UUID, in tx: PostgresTransaction) throws -> Payment? {
-        try tx.query(
-            "SELECT payment_id, order_id, customer_id, amount, status FROM \(schema).payments WHERE order_id = $1", orderId
-        ).first.map(decode)
-    }
-
-    func isCancelled(_ orderId: UUID, in tx: PostgresTransaction) throws -> Bool {
-        try !tx.query("SELECT 1 FROM \(schema).cancelled_orders WHERE order_id = $1", orderId).isEmpty
-    }
-
     func recordCancellation(_ orderId: UUID, in tx: PostgresTransaction) {
         tx.enqueue("INSERT INTO \(schema).cancelled_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING", orderId)
     }
 
-    /// The balance, with the account row locked for the charge that follows.
-    func lockBalance(_ customerId: String, in tx: PostgresTransaction) throws -> Int? {
-        try tx.query("SELECT balance FROM \(schema).accounts WHERE customer_id = $1 FOR UPDATE", customerId).first
-            .map { try $0.decode(Int.self, column: "balance") }
+    /// What deciding a charge needs, read in one round trip: the customer's balance (the account
+    /// row locked for the charge that follows), the order's payment if any, and whether the order
+    /// was cancelled before its stock was reserved.
+    func chargeFacts(
+        orderId: UUID, customerId: String, in tx: PostgresTransaction
+    ) throws -> (balance: Int?, payment: Payment?, cancelled: Bool) {
+        let results = try tx.query(each: [
+            PostgresStatement("SELECT balance FROM \(schema).accounts WHERE customer_id = $1 FOR UPDATE", customerId),
+            paymentOfOrder(orderId), cancellationOfOrder(orderId),
+        ])
+        let balance = try results[0].first.map { try $0.decode(Int.self, column: "balance") }
+        return (balance, try results[1].first.map(decode), !results[2].isEmpty)
+    }
+
+    /// The order's payment if any, and whether its cancellation was recorded, in one round trip.
+    func paymentAndCancellation(orderId: UUID, in tx: PostgresTransaction) throws -> (payment: Payment?, cancelled: Bool) {
+        let results = try tx.query(each: [paymentOfOrder(orderId), cancellationOfOrder(orderId)])
+        return (try results[0].first.map(decode), !results[1].isEmpty)
+    }
+
+    private func paymentOfOrder(_ orderId: UUID) -> PostgresStatement {
+        PostgresStatement(
+            "SELECT payment_id, order_id, customer_id, amount, status FROM \(schema).payments WHERE order_id = $1", orderId)
+    }
+
+    private func cancellationOfOrder(_ orderId: UUID) -> PostgresStatement {
+        PostgresStatement("SELECT 1 FROM \(schema).cancelled_orders WHERE order_id = $1", orderId)
     }
 
     func changeBalance(_ customerId: String, by amount: Int, in tx: PostgresTransaction) {

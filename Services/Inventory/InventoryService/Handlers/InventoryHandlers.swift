@@ -12,8 +12,7 @@ enum InventoryHandlers {
             let order = envelope.data, tx = context.transaction
             store.lockOrder(order.orderId, in: tx)
             let lines = order.items.map { StockLine(sku: $0.sku, quantity: $0.quantity) }
-            let status = try store.reservationStatus(order.orderId, in: tx)
-            let available = try store.lockAvailable(lines.map(\.sku), in: tx)
+            let (status, available) = try store.reservationStatusAndLockedStock(order.orderId, skus: lines.map(\.sku), in: tx)
             switch ReservationRules.onPlaced(status, lines: lines, available: available) {
             case .reserve:
                 store.adjust(lines, available: -1, reserved: +1, in: tx)
@@ -29,16 +28,18 @@ enum InventoryHandlers {
         handlers.on(OrderConfirmed.self) { envelope, context in
             let orderId = envelope.data.orderId, tx = context.transaction
             store.lockOrder(orderId, in: tx)
-            guard ReservationRules.onConfirmed(try store.reservationStatus(orderId, in: tx)) == .sell else { return }
-            store.adjust(try store.reservationLines(orderId, in: tx), available: 0, reserved: -1, in: tx)
+            let reservation = try store.reservation(orderId, in: tx)
+            guard ReservationRules.onConfirmed(reservation.status) == .sell else { return }
+            store.adjust(reservation.lines, available: 0, reserved: -1, in: tx)
             store.record(orderId, .sold, lines: [], in: tx)
         }
         handlers.on(OrderCancelled.self) { envelope, context in
             let orderId = envelope.data.orderId, tx = context.transaction
             store.lockOrder(orderId, in: tx)
-            switch ReservationRules.onCancelled(try store.reservationStatus(orderId, in: tx)) {
+            let reservation = try store.reservation(orderId, in: tx)
+            switch ReservationRules.onCancelled(reservation.status) {
             case .putBack(let from):
-                let lines = try store.reservationLines(orderId, in: tx)
+                let lines = reservation.lines
                 store.adjust(lines, available: +1, reserved: from == .reserved ? -1 : 0, in: tx)
                 store.record(orderId, .released, lines: [], in: tx)
                 try context.emit(StockReleased(orderId: orderId, items: lines))

@@ -9,10 +9,9 @@ enum PaymentHandlers {
         handlers.on(StockReserved.self) { envelope, context in
             let reserved = envelope.data, tx = context.transaction
             store.lockOrder(reserved.orderId, in: tx)
-            let balance = try store.lockBalance(reserved.customerId, in: tx)
+            let facts = try store.chargeFacts(orderId: reserved.orderId, customerId: reserved.customerId, in: tx)
             let decision = PaymentRules.onStockReserved(
-                payment: try store.payment(orderId: reserved.orderId, in: tx)?.status,
-                cancelled: try store.isCancelled(reserved.orderId, in: tx), balance: balance, amount: reserved.total)
+                payment: facts.payment?.status, cancelled: facts.cancelled, balance: facts.balance, amount: reserved.total)
             let payment = Payment(
                 paymentId: UUID(), orderId: reserved.orderId, customerId: reserved.customerId, amount: reserved.total,
                 status: .captured)
@@ -37,8 +36,8 @@ enum PaymentHandlers {
         handlers.on(OrderCancelled.self) { envelope, context in
             let orderId = envelope.data.orderId, tx = context.transaction
             store.lockOrder(orderId, in: tx)
-            let payment = try store.payment(orderId: orderId, in: tx)
-            switch PaymentRules.onOrderCancelled(payment: payment?.status, cancelled: try store.isCancelled(orderId, in: tx)) {
+            let (payment, cancelled) = try store.paymentAndCancellation(orderId: orderId, in: tx)
+            switch PaymentRules.onOrderCancelled(payment: payment?.status, cancelled: cancelled) {
             case .refund:
                 guard let payment else { return }
                 store.changeBalance(payment.customerId, by: payment.amount, in: tx)
