@@ -34,7 +34,7 @@ struct ReplayTests {
             // (A flag ends the load, not cancellation: cancelling a task in URLSession.data(for:)
             // can deadlock in swift-corelibs-foundation.)
             let stop = StopFlag()
-            let placed = Mutex(0)
+            let placed = Counter()
             let load = Task {
                 try await withThrowingTaskGroup(of: [Int].self) { group in
                     for worker in 0..<10 {
@@ -45,7 +45,7 @@ struct ReplayTests {
                                 let sku = skus[(worker * 7 + round) % 39]  // never SKU-40, the lost one
                                 round += 1
                                 statuses.append(try await shop.place("customer-\(worker)", [sku: 1]).0)
-                                placed.withLock { $0 += 1 }
+                                placed.increment()
                             }
                             return statuses
                         }
@@ -60,7 +60,7 @@ struct ReplayTests {
             // Orders keep coming a little after the swap, and until there are 100 of them (how
             // many fit in the rebuild's time depends on how busy the machine is).
             try await Task.sleep(for: .milliseconds(300))
-            try await shop.eventually { placed.withLock { $0 } >= 100 }
+            try await shop.eventually { placed.count >= 100 }
             stop.set()
             let statuses = try await load.value
 
@@ -221,6 +221,12 @@ struct ReplayTests {
 }
 
 /// A one-way switch shared by concurrent tasks.
+final class Counter: Sendable {
+    private let value = Mutex(0)
+    var count: Int { value.withLock { $0 } }
+    func increment() { value.withLock { $0 += 1 } }
+}
+
 final class StopFlag: Sendable {
     private let value = Mutex(false)
     var isSet: Bool { value.withLock { $0 } }
