@@ -15,6 +15,7 @@ public actor PostgresConnection {
     private let libpq: LibPQConnection
     public let configuration: PostgresConfiguration
     private let logger: Logger
+
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     private init(configuration: PostgresConfiguration, logger: Logger) {
@@ -243,7 +244,7 @@ public struct PostgresTransaction {
         _ = try libpq.execute(pipeline: pending.take())
     }
 
-    /// The queued statements, then these: one round trip; their results are the last ones.
+    /// The queued statements, then these, in one round trip; returns the results of these.
     private func run(each statements: [PostgresStatement]) throws -> [PostgresQueryResult] {
         for statement in statements { logger.trace("statement", metadata: ["sql": "\(statement.sql)"]) }
         let sent = pending.take() + statements.map {
@@ -253,10 +254,7 @@ public struct PostgresTransaction {
     }
 
     private func run(_ sql: String, _ parameters: [any PostgresBindable]) throws -> PostgresQueryResult {
-        logger.trace("statement", metadata: ["sql": "\(sql)"])
-        let statement = PipelinedStatement(sql: sql, parameters: parameters.map(\.postgresBinding))
-        // The queued statements, then this one: one round trip, and this one's result is the last.
-        return try libpq.execute(pipeline: pending.take() + [statement]).last!
+        try run(each: [PostgresStatement(sql: sql, parameters: parameters)])[0]
     }
 }
 
@@ -266,6 +264,10 @@ public struct PostgresStatement {
     public var parameters: [any PostgresBindable]
 
     public init(_ sql: String, _ parameters: any PostgresBindable...) {
+        self.init(sql: sql, parameters: parameters)
+    }
+
+    public init(sql: String, parameters: [any PostgresBindable]) {
         self.sql = sql
         self.parameters = parameters
     }
