@@ -47,6 +47,7 @@ struct PaymentStore: Sendable {
         return (try results[0].first.map(decode), !results[1].isEmpty)
     }
 
+    /// The order's payment rows.
     private func paymentOfOrder(_ orderId: UUID) -> PostgresStatement {
         PostgresStatement(
             "SELECT payment_id, order_id, customer_id, amount, status FROM \(schema).payments WHERE order_id = $1", orderId)
@@ -76,9 +77,8 @@ struct PaymentStore: Sendable {
     }
 
     func payments(orderId: UUID, in tx: PostgresTransaction) throws -> [Payment] {
-        try tx.query(
-            "SELECT payment_id, order_id, customer_id, amount, status FROM \(schema).payments WHERE order_id = $1", orderId
-        ).map(decode)
+        let statement = paymentOfOrder(orderId)
+        return try tx.query(statement.sql, parameters: statement.parameters).map(decode)
     }
 
     func balance(_ customerId: String, in tx: PostgresTransaction) throws -> Int? {

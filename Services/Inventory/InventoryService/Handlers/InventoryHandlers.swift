@@ -39,10 +39,9 @@ enum InventoryHandlers {
             let reservation = try store.reservation(orderId, in: tx)
             switch ReservationRules.onCancelled(reservation.status) {
             case .putBack(let from):
-                let lines = reservation.lines
-                store.adjust(lines, available: +1, reserved: from == .reserved ? -1 : 0, in: tx)
+                store.adjust(reservation.lines, available: +1, reserved: from == .reserved ? -1 : 0, in: tx)
                 store.record(orderId, .released, lines: [], in: tx)
-                try context.emit(StockReleased(orderId: orderId, items: lines))
+                try context.emit(StockReleased(orderId: orderId, items: reservation.lines))
             case .recordCancellation:
                 store.record(orderId, .cancelledBeforePlaced, lines: [], in: tx)
             default:
