@@ -26,22 +26,20 @@ struct OrderStore: Sendable {
     private var lines: String { "\(schema).order_lines" }
     private var catalogue: String { "\(schema).catalogue" }
 
-    /// Inserts a new order and its lines; returns the creation time the database gave it (the
-    /// order as stored is `order` with that time, so there is nothing to read back).
-    func insert(_ order: StoredOrder, idempotencyKey: String?, deadline: Duration, in tx: PostgresTransaction) throws -> Date {
-        let createdAt = try tx.query(
+    /// Queues the insert of a new order and its lines; they go to the database with the commit.
+    /// Its `created_at` is the transaction's `now()`, the clock `pricesAndClock` read: the order
+    /// as stored is `order` stamped with that time, so there is nothing to read back.
+    func insert(_ order: StoredOrder, idempotencyKey: String?, deadline: Duration, in tx: PostgresTransaction) {
+        tx.enqueue(
             """
             INSERT INTO \(orders) (order_id, customer_id, status, total, idempotency_key, deadline_at)
             VALUES ($1, $2, 'pending', $3, $4, now() + make_interval(secs => $5))
-            RETURNING created_at
-            """, order.orderId, order.customerId, order.total, idempotencyKey, Int(deadline.components.seconds)
-        )[0].decode(Date.self, column: "created_at")
+            """, order.orderId, order.customerId, order.total, idempotencyKey, Int(deadline.components.seconds))
         for (index, line) in order.lines.enumerated() {
             tx.enqueue(
                 "INSERT INTO \(lines) (order_id, line, sku, quantity, unit_price) VALUES ($1, $2, $3, $4, $5)",
                 order.orderId, index + 1, line.sku, line.quantity, line.unitPrice)
         }
-        return createdAt
     }
 
     /// An order; `withLines: false` leaves its lines empty and saves their query (a transition of
@@ -89,12 +87,19 @@ struct OrderStore: Sendable {
                 """, limit), in: tx)
     }
 
-    func prices(of skus: [String], in tx: PostgresTransaction) throws -> [String: Int] {
+    /// The current prices of `skus` (an unknown sku is absent), and the transaction's clock
+    /// (`now()`, fixed for the whole transaction: a new order's creation time), in one round trip.
+    func pricesAndClock(of skus: [String], in tx: PostgresTransaction) throws -> (prices: [String: Int], now: Date) {
         // Skus are validated (letters, digits, - _ .), so quoting each is enough to make an array
         // literal of them (quoted, so that a sku spelled NULL stays a string).
         let literal = "{" + skus.map { "\"\($0)\"" }.joined(separator: ",") + "}"
-        let rows = try tx.query("SELECT sku, price FROM \(catalogue) WHERE sku = ANY($1::text[])", literal)
-        return Dictionary(uniqueKeysWithValues: try rows.map { (try $0.decode(String.self, column: "sku"), try $0.decode(Int.self, column: "price")) })
+        let results = try tx.query(each: [
+            PostgresStatement("SELECT sku, price FROM \(catalogue) WHERE sku = ANY($1::text[])", literal),
+            PostgresStatement("SELECT now() AS now"),
+        ])
+        let prices = Dictionary(
+            uniqueKeysWithValues: try results[0].map { (try $0.decode(String.self, column: "sku"), try $0.decode(Int.self, column: "price")) })
+        return (prices, try results[1][0].decode(Date.self, column: "now"))
     }
 
     /// Keeps the newest revision of a product; an older event arriving late changes nothing.

@@ -101,17 +101,17 @@ struct OrderRoutes {
                     return .success((existing, false))
                 }
             }
-            let prices = try store.prices(of: items.map(\.sku), in: tx)
+            let (prices, now) = try store.pricesAndClock(of: items.map(\.sku), in: tx)
             let priced: (lines: [OrderLine], total: Int)
             do throws(OrderRequestProblem) {
                 priced = try OrderPlacement.price(items, prices: prices)
             } catch {
                 return .failure(error)
             }
-            var order = StoredOrder(
+            let order = StoredOrder(
                 orderId: UUID(), customerId: body.customerId, status: .pending, reason: nil, lines: priced.lines,
-                total: priced.total, createdAt: Date())
-            order.createdAt = try store.insert(order, idempotencyKey: idempotencyKey, deadline: deadline, in: tx)
+                total: priced.total, createdAt: now)
+            store.insert(order, idempotencyKey: idempotencyKey, deadline: deadline, in: tx)
             try outbox.append(
                 EventEnvelope(
                     correlationId: order.orderId, causationId: nil,
