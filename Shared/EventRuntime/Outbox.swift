@@ -5,10 +5,10 @@ import Postgres
 /// Writes events into a service's outbox table, inside the transaction of the change that
 /// caused them: the event exists if and only if the change committed.
 ///
-/// The relay (`OutboxRelay`) publishes them later, woken as soon as the transaction commits:
-/// directly when it leads in this process, otherwise by a `NOTIFY` sent in the same transaction
-/// (Postgres delivers notifications only on commit, and several identical ones of a transaction
-/// as one).
+/// The relay (`OutboxRelay`) publishes them as soon as the transaction commits: handed the events
+/// directly when it leads in this process, otherwise woken by a `NOTIFY` sent in the same
+/// transaction (Postgres delivers notifications only on commit, and several identical ones of a
+/// transaction as one).
 public struct Outbox: Sendable {
     /// The service's schema, which holds its `outbox` table.
     public let schema: String
@@ -48,13 +48,18 @@ public struct Outbox: Sendable {
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9::jsonb)
             """
         // Queued: the row travels with the transaction's next statement or its COMMIT. The relay
-        // must hear of it once it is committed. When this process's own relay leads, it is woken
-        // directly; otherwise a NOTIFY, which Postgres delivers on commit, wakes the leader
-        // wherever it runs. (A NOTIFY costs the database a signal and a wake-up of the listening
-        // session, and the service a wake-up of its listener: a price only the other case pays.)
-        if let wakeLocalRelay = LeadingRelays.waker(of: schema) {
+        // must hear of it once it is committed. When this process's own relay leads, the event is
+        // handed to it after the commit, and it publishes without reading the row back;
+        // otherwise a NOTIFY, which Postgres delivers on commit, wakes the leader wherever it
+        // runs. (A NOTIFY costs the database a signal and a wake-up of the listening session, and
+        // the service a wake-up of its listener: a price only the other case pays.)
+        if let handOver = LeadingRelays.handOver(to: schema) {
             transaction.enqueue(insert, parameters: values)
-            transaction.afterCommit(wakeLocalRelay)
+            let event = PendingEvent(
+                eventId: envelope.eventId, type: Event.type, version: Event.version, exchange: Event.producer.exchange,
+                routingKey: Event.routingKey, correlationId: envelope.correlationId, causationId: envelope.causationId,
+                payload: payload, headers: headers, createdAt: Date(), attempts: 0)
+            transaction.afterCommit { handOver(event) }
         } else {
             // The insert and the NOTIFY in one statement.
             transaction.enqueue(

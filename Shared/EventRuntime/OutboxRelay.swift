@@ -15,13 +15,16 @@ import Synchronization
 ///   a database crash may forget it, and the row goes out again.
 /// - **One relay at a time.** With several instances of a service running, the relays elect a
 ///   leader with a session-level advisory lock; only the leader publishes, so events leave in
-///   outbox order (the order of insertion; a refused row is overtaken while it waits). If the
+///   outbox order (the order of insertion; a refused row is overtaken while it waits), or, for
+///   events handed over by commits (below), in the order of those commits. If the
 ///   leader's process or session dies, Postgres releases the lock and a standby takes over
-///   within a poll interval. Leadership is checked once per pass, so a leader that lost its
-///   session may finish the batch it was publishing: a duplicate, which inboxes absorb.
-/// - **Prompt, not busy.** The leader wakes when an outbox write commits: directly when the write
-///   was made in its own process, on the `NOTIFY` the write sends otherwise; it polls as a
-///   fallback, publishes in batches and waits once per batch for the confirms.
+///   within a poll interval. Leadership shows when the relay reads or marks rows on its session,
+///   so a leader that lost it may publish one batch more: a duplicate, which inboxes absorb.
+/// - **Prompt, not busy.** A transaction that writes to the outbox in the leader's own process
+///   hands the leader its events once it has committed, and the leader publishes them without
+///   reading them back (unless it is still working through older rows: they go first). A write
+///   in another process sends a `NOTIFY` that makes the leader look in the table. It also looks
+///   at every poll, publishes in batches and waits once per batch for the confirms.
 /// - **One bad row doesn't stall the rest.** A row the broker refuses (unroutable, nacked) is
 ///   retried later with growing delays while the rows behind it go out.
 /// - **Bounded history.** Published rows are deleted after `retention`.
@@ -115,23 +118,40 @@ public final class OutboxRelay: Sendable {
         try Task.checkCancellation()
         logger.info("leading the outbox relay of \(outbox.schema)")
 
-        let wakeups = Wakeups(every: configuration.pollInterval)
+        let wakeups = Wakeups(every: configuration.pollInterval, holding: configuration.batchSize * 8)
         defer { wakeups.stop() }
         // Notifications sent while the listener was reconnecting are lost: look again each time it listens.
         let listener = try PostgresListener(
             configuration: database, channels: [outbox.channel], logger: logger, onListening: { wakeups.wake() })
         defer { Task { await listener.stop() } }
         wakeups.follow(listener.notifications)
-        // Commits in this process wake this relay directly, without a NOTIFY (see `Outbox.append`).
-        let leading = LeadingRelays.lead(outbox.schema, wake: { wakeups.wake() })
+        // Commits in this process hand their events straight to this relay, without a NOTIFY (see
+        // `Outbox.append`).
+        let leading = LeadingRelays.lead(outbox.schema, handOver: { wakeups.handOver($0) })
         defer { LeadingRelays.resign(leading) }
 
+        // Whether the last look found the table drained. Only then may events handed over go out
+        // straight away: with a backlog, they would overtake older rows.
+        var caughtUp = false
+        // What looks in the table published: an event handed over just after a look began may
+        // have gone out with it already.
+        var publishedByLooks = RecentEventIDs(capacity: configuration.batchSize * 16)
         var lastCleanup = ContinuousClock.now
         for await _ in wakeups.stream {
             if Task.isCancelled { break }
             // On the session that holds the lock: if it was lost, so was the lock (another
             // instance may lead by now), and this pass fails before publishing anything.
-            try await publishPending(on: leadership)
+            let (look, handed) = wakeups.take()
+            if look || !caughtUp {
+                // Every event handed over so far was committed before this look began: it finds them all.
+                caughtUp = try await publishPending(on: leadership, recording: &publishedByLooks)
+            } else {
+                let fresh = handed.filter { !publishedByLooks.contains($0.eventId) }
+                for batch in fresh.chunks(of: configuration.batchSize) {
+                    caughtUp = try await publish(Array(batch), on: leadership)
+                    if !caughtUp { break }  // the rest wait in the table for the next look
+                }
+            }
             if ContinuousClock.now - lastCleanup >= configuration.cleanupInterval {
                 try await deletePublished(on: leadership)
                 lastCleanup = .now
@@ -141,65 +161,74 @@ public final class OutboxRelay: Sendable {
         // stopped. Shutting down, publish what is committed before leaving: the calls below
         // don't stop on cancellation, and the service's shutdown deadline bounds them.
         if Task.isCancelled {
-            try await publishPending(on: leadership)
+            _ = try await publishPending(on: leadership, recording: &publishedByLooks)
             throw CancellationError()
         }
     }
 
-    /// Publishes every row that is due, batch after batch.
-    func publishPending(on database: PostgresConnection) async throws {
+    /// Publishes every row of the table that is due, batch after batch, and returns whether it
+    /// drained them (false when the broker refused or could not take some).
+    private func publishPending(on database: PostgresConnection, recording published: inout RecentEventIDs) async throws -> Bool {
         while true {
             let rows = try await database.query(
                 """
-                SELECT position, event_id, event_type, event_version, exchange, routing_key, correlation_id,
+                SELECT event_id, event_type, event_version, exchange, routing_key, correlation_id,
                        causation_id, payload::text AS payload, headers::text AS headers, created_at, attempts
                 FROM \(outbox.table)
                 WHERE published_at IS NULL AND (retry_at IS NULL OR retry_at <= now())
                 ORDER BY position
                 LIMIT $1
                 """, configuration.batchSize)
-            if rows.isEmpty { return }
             let pending = try rows.map(PendingEvent.init)
-            let faults = configuration.faults
-            faults.maybeCrash(at: .relayBeforePublish)
-            let messages = pending.map { $0.message(from: service, as: publisher.user) }
-            // Injected duplicates go out after the batch, and only the batch's outcomes count.
-            let duplicates = faults.duplicateShare > 0 ? messages.filter { _ in faults.shouldDuplicate() } : []
-            let outcomes = await publisher.publish(
-                batch: messages + duplicates, afterSending: { faults.maybeCrash(at: .relayBeforeConfirm) }
-            ).prefix(messages.count)
-
-            // Rows refused by a working broker wait with growing delays; when the connection itself
-            // is down, nothing is held against the rows: they go out as soon as it is back.
-            let brokerAway = publisher.status != .connected
-            var published: [Int64] = []
-            for (event, outcome) in zip(pending, outcomes) {
-                if outcome == .confirmed {
-                    published.append(event.position)
-                    EventMetrics.published(event.type)
-                    logger.info(
-                        "published",
-                        metadata: [
-                            "eventType": "\(event.type)", "eventId": "\(event.eventId.uuidString.lowercased())",
-                            "orderId": "\(event.correlationId.uuidString.lowercased())",
-                            "causationId": "\(event.causationId?.uuidString.lowercased() ?? "-")",
-                            "routingKey": "\(event.routingKey)",
-                        ])
-                } else if !brokerAway {
-                    try await postpone(event, because: outcome.error?.description ?? "\(outcome)", on: database)
-                }
-            }
-            if !published.isEmpty {
-                faults.maybeCrash(at: .relayBeforeMarkPublished)
-                try await database.execute(
-                    "UPDATE \(outbox.table) SET published_at = now() WHERE position = ANY($1::bigint[])",
-                    "{" + published.map(String.init).joined(separator: ",") + "}")
-            }
-            logger.debug("published \(published.count) of \(pending.count) events in a batch")
-            if brokerAway { logger.warning("broker unavailable; \(pending.count - published.count) events wait for it") }
-            // A batch that was not all confirmed: the broker is struggling; wait for the next wake-up.
-            if published.count < pending.count || rows.count < configuration.batchSize { return }
+            pending.forEach { published.insert($0.eventId) }
+            if pending.isEmpty { return true }
+            guard try await publish(pending, on: database) else { return false }
+            if rows.count < configuration.batchSize { return true }
         }
+    }
+
+    /// Publishes one batch, waits once for the broker's confirms, and marks what it confirmed.
+    /// Returns whether the broker took every event: when it did not, the broker is struggling, and
+    /// the relay goes back to the table at its next wake-up.
+    private func publish(_ pending: [PendingEvent], on database: PostgresConnection) async throws -> Bool {
+        let faults = configuration.faults
+        faults.maybeCrash(at: .relayBeforePublish)
+        let messages = pending.map { $0.message(from: service, as: publisher.user) }
+        // Injected duplicates go out after the batch, and only the batch's outcomes count.
+        let duplicates = faults.duplicateShare > 0 ? messages.filter { _ in faults.shouldDuplicate() } : []
+        let outcomes = await publisher.publish(
+            batch: messages + duplicates, afterSending: { faults.maybeCrash(at: .relayBeforeConfirm) }
+        ).prefix(messages.count)
+
+        // Rows refused by a working broker wait with growing delays; when the connection itself
+        // is down, nothing is held against the rows: they go out as soon as it is back.
+        let brokerAway = publisher.status != .connected
+        var published: [UUID] = []
+        for (event, outcome) in zip(pending, outcomes) {
+            if outcome == .confirmed {
+                published.append(event.eventId)
+                EventMetrics.published(event.type)
+                logger.info(
+                    "published",
+                    metadata: [
+                        "eventType": "\(event.type)", "eventId": "\(event.eventId.uuidString.lowercased())",
+                        "orderId": "\(event.correlationId.uuidString.lowercased())",
+                        "causationId": "\(event.causationId?.uuidString.lowercased() ?? "-")",
+                        "routingKey": "\(event.routingKey)",
+                    ])
+            } else if !brokerAway {
+                try await postpone(event, because: outcome.error?.description ?? "\(outcome)", on: database)
+            }
+        }
+        if !published.isEmpty {
+            faults.maybeCrash(at: .relayBeforeMarkPublished)
+            try await database.execute(
+                "UPDATE \(outbox.table) SET published_at = now() WHERE event_id = ANY($1::uuid[])",
+                "{" + published.map { $0.uuidString }.joined(separator: ",") + "}")
+        }
+        logger.debug("published \(published.count) of \(pending.count) events in a batch")
+        if brokerAway { logger.warning("broker unavailable; \(pending.count - published.count) events wait for it") }
+        return published.count == pending.count
     }
 
     private func postpone(_ event: PendingEvent, because reason: String, on database: PostgresConnection) async throws {
@@ -211,8 +240,8 @@ public final class OutboxRelay: Sendable {
             """
             UPDATE \(outbox.table)
             SET attempts = attempts + 1, last_error = $2, retry_at = now() + make_interval(secs => $3)
-            WHERE position = $1
-            """, event.position, reason, Int(delay.components.seconds))
+            WHERE event_id = $1
+            """, event.eventId, reason, Int(delay.components.seconds))
     }
 
     /// Deletes published outbox rows, and inbox rows, older than the retention. An inbox row only
@@ -235,9 +264,9 @@ extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
-/// An outbox row on its way to the broker.
-struct PendingEvent {
-    var position: Int64
+/// An outbox row on its way to the broker: read from the table, or handed over by the
+/// transaction that wrote it (`Outbox.append`).
+struct PendingEvent: Sendable {
     var eventId: UUID
     var type: String
     var version: Int
@@ -249,9 +278,10 @@ struct PendingEvent {
     var headers: [String: String]
     var createdAt: Date
     var attempts: Int
+}
 
+extension PendingEvent {
     init(_ row: PostgresRow) throws {
-        position = try row.decode(Int64.self, column: "position")
         eventId = try row.decode(UUID.self, column: "event_id")
         type = try row.decode(String.self, column: "event_type")
         version = try row.decode(Int.self, column: "event_version")
@@ -288,10 +318,11 @@ struct PendingEvent {
     }
 }
 
-/// The relays that lead in this process, by schema, and how to wake each: a transaction that
-/// writes to the outbox of one of them wakes it directly after its commit, and sends a NOTIFY
-/// only when the leader runs in another process. If leadership moves between the write and the
-/// commit, the new leader still finds the row: it looks when it takes over, and at every poll.
+/// The relays that lead in this process, by schema, and how to hand each an event: a
+/// transaction that writes to the outbox of one of them hands its events over after its commit,
+/// and sends a NOTIFY only when the leader runs in another process. If leadership moves between
+/// the write and the commit, the new leader still finds the row: it looks when it takes over, and
+/// at every poll.
 enum LeadingRelays {
     /// Identifies one relay's term as leader, so that a relay that lost its lead and resigns
     /// late never removes the entry of the one that took over.
@@ -302,15 +333,15 @@ enum LeadingRelays {
 
     private struct Leader {
         var term: UInt64
-        var wake: @Sendable () -> Void
+        var handOver: @Sendable (PendingEvent) -> Void
     }
 
     private static let state = Mutex<(next: UInt64, leaders: [String: Leader])>((0, [:]))
 
-    static func lead(_ schema: String, wake: @escaping @Sendable () -> Void) -> Term {
+    static func lead(_ schema: String, handOver: @escaping @Sendable (PendingEvent) -> Void) -> Term {
         state.withLock { state in
             state.next += 1
-            state.leaders[schema] = Leader(term: state.next, wake: wake)
+            state.leaders[schema] = Leader(term: state.next, handOver: handOver)
             return Term(schema: schema, id: state.next)
         }
     }
@@ -321,42 +352,67 @@ enum LeadingRelays {
         }
     }
 
-    /// How to wake the relay of `schema` leading in this process; nil if none does.
-    static func waker(of schema: String) -> (@Sendable () -> Void)? {
-        state.withLock { $0.leaders[schema]?.wake }
+    /// How to hand a committed event to the relay of `schema` leading in this process; nil if none does.
+    static func handOver(to schema: String) -> (@Sendable (PendingEvent) -> Void)? {
+        state.withLock { $0.leaders[schema]?.handOver }
     }
 }
 
-/// One stream of wake-ups fed by database notifications and a ticker, so the relay has a single
-/// loop. Buffers at most one wake-up: ten notifications while the relay is busy mean one more pass.
+/// What wakes the relay, in one stream so that it has a single loop: requests to look in the
+/// table (a ticker, database notifications, the listener reconnecting) and events handed over by
+/// commits in this process. Buffers at most one wake-up: ten notifications while the relay is
+/// busy mean one more pass. Holds at most `capacity` events handed over; beyond that it drops
+/// them and asks for a look instead (the rows are in the table).
 final class Wakeups: Sendable {
     let stream: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
     private let tasks = Mutex<[Task<Void, Never>]>([])
+    private let capacity: Int
+    // Look once right away: rows may be waiting from before the relay started.
+    private let waiting = Mutex<(look: Bool, handed: [PendingEvent])>((true, []))
 
-    init(every interval: Duration) {
+    init(every interval: Duration, holding capacity: Int) {
+        self.capacity = capacity
         (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        continuation.yield()  // look once right away: rows may be waiting from before we started
-        let continuation = continuation
+        continuation.yield()
         tasks.withLock {
-            $0.append(Task {
+            $0.append(Task { [weak self] in
                 while !Task.isCancelled {
                     try? await Task.sleep(for: interval)
-                    continuation.yield()
+                    self?.wake()
                 }
             })
         }
     }
 
-    func wake() { continuation.yield() }
+    /// Asks the relay to look in the table.
+    func wake() {
+        waiting.withLock { $0.look = true }
+        continuation.yield()
+    }
 
-    /// Wakes on every notification; when the notifications end (the listener stopped), so do the
-    /// wake-ups, and the relay starts over.
+    func handOver(_ event: PendingEvent) {
+        waiting.withLock { waiting in
+            if waiting.handed.count < capacity { waiting.handed.append(event) } else { waiting.look = true }
+        }
+        continuation.yield()
+    }
+
+    /// What came since the last call: whether to look in the table, and the events handed over.
+    func take() -> (look: Bool, handed: [PendingEvent]) {
+        waiting.withLock { waiting in
+            defer { waiting = (false, []) }
+            return waiting
+        }
+    }
+
+    /// Asks for a look on every notification; when the notifications end (the listener
+    /// stopped), so do the wake-ups, and the relay starts over.
     func follow(_ notifications: AsyncStream<PostgresNotification>) {
         let continuation = continuation
         tasks.withLock {
-            $0.append(Task {
-                for await _ in notifications { continuation.yield() }
+            $0.append(Task { [weak self] in
+                for await _ in notifications { self?.wake() }
                 continuation.finish()
             })
         }
@@ -365,5 +421,35 @@ final class Wakeups: Sendable {
     func stop() {
         tasks.withLock { $0.forEach { $0.cancel() } }
         continuation.finish()
+    }
+}
+
+/// The last `capacity` event ids recorded, for "was this one published already?".
+struct RecentEventIDs {
+    let capacity: Int
+    private var members: Set<UUID> = []
+    private var order: [UUID] = []
+    private var oldest = 0
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    mutating func insert(_ id: UUID) {
+        guard members.insert(id).inserted else { return }
+        if order.count < capacity {
+            order.append(id)
+        } else {
+            members.remove(order[oldest])
+            order[oldest] = id
+            oldest = (oldest + 1) % capacity
+        }
+    }
+
+    func contains(_ id: UUID) -> Bool { members.contains(id) }
+}
+
+extension Array {
+    /// Consecutive slices of at most `size` elements.
+    func chunks(of size: Int) -> [ArraySlice<Element>] {
+        stride(from: 0, to: count, by: size).map { self[$0..<Swift.min($0 + size, count)] }
     }
 }

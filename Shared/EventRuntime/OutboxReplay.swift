@@ -53,7 +53,7 @@ public enum OutboxReplay {
         ).map { row in
             let pending = try PendingEvent(row)
             return Row(
-                position: pending.position, eventId: pending.eventId, type: pending.type, correlationId: pending.correlationId,
+                position: try row.decode(Int64.self, column: "position"), eventId: pending.eventId, type: pending.type, correlationId: pending.correlationId,
                 createdAt: pending.createdAt, pending: pending)
         }
     }

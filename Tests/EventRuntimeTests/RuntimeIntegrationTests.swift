@@ -193,9 +193,9 @@ final class RuntimeIntegrationTests {
         }
     }
 
-    /// A write in the process whose relay leads wakes that relay itself, after the commit, and
-    /// sends no NOTIFY; with no leader in the process, the write notifies a leader elsewhere.
-    @Test func aCommitWakesItsOwnProcesssLeadingRelayDirectlyAndOtherwiseNotifies() async throws {
+    /// A write in the process whose relay leads hands its event to that relay itself, after the
+    /// commit, and sends no NOTIFY; with no leader in the process, the write notifies a leader elsewhere.
+    @Test func aCommitHandsItsEventsToItsProcesssLeadingRelayAndOtherwiseNotifies() async throws {
         try await withEnvironment { env in
             let queue = try await env.bindQueue(to: OrderPlaced.self)
             let listening = Mutex(false)
@@ -214,7 +214,7 @@ final class RuntimeIntegrationTests {
             try await eventually { notifications.withLock { $0 } == 1 }
 
             // This process's relay leads (it finds the first row when it takes over). Its poll
-            // interval is far beyond the test: only the direct wake-up can bring it the second.
+            // interval is far beyond the test: only the hand-over can bring it the second.
             let relay = env.relay(pollInterval: .seconds(600))
             let running = Task { try await relay.run() }
             defer { running.cancel() }
