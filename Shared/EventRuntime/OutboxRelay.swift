@@ -41,19 +41,25 @@ public final class OutboxRelay: Sendable {
         public var cleanupInterval: Duration
         /// The longest a refused row waits before its next attempt.
         public var maximumRetryDelay: Duration
+        /// How long events handed over by commits may stay unmarked after the broker confirmed
+        /// them, so that one statement marks many (at most a batch). A crash in that time
+        /// publishes them again: duplicates, which inboxes absorb. Rows found by looking in the
+        /// table are marked at once.
+        public var markDelay: Duration
         /// Crashes and duplicates on purpose, for the chaos suite; none by default.
         public var faults: FaultInjection
 
         public init(
             batchSize: Int = 200, pollInterval: Duration = .seconds(1), retention: Duration = .seconds(7 * 24 * 3600),
             cleanupInterval: Duration = .seconds(60), maximumRetryDelay: Duration = .seconds(300),
-            faults: FaultInjection = .none
+            markDelay: Duration = .milliseconds(50), faults: FaultInjection = .none
         ) {
             self.batchSize = batchSize
             self.pollInterval = pollInterval
             self.retention = retention
             self.cleanupInterval = cleanupInterval
             self.maximumRetryDelay = maximumRetryDelay
+            self.markDelay = markDelay
             self.faults = faults
         }
     }
@@ -136,6 +142,10 @@ public final class OutboxRelay: Sendable {
         // What looks in the table published: an event handed over just after a look began may
         // have gone out with it already.
         var publishedByLooks = RecentEventIDs(capacity: configuration.batchSize * 16)
+        // Handed events confirmed but not yet marked: their marks go in one statement, at most
+        // `markDelay` later (see `Configuration.markDelay`).
+        var unmarked: [UUID] = []
+        var oldestUnmarked = ContinuousClock.now
         var lastCleanup = ContinuousClock.now
         for await _ in wakeups.stream {
             if Task.isCancelled { break }
@@ -143,13 +153,27 @@ public final class OutboxRelay: Sendable {
             // instance may lead by now), and this pass fails before publishing anything.
             let (look, handed) = wakeups.take()
             if look || !caughtUp {
+                // A look must not find rows that are out already.
+                try await markPublished(unmarked, on: leadership)
+                unmarked = []
                 // Every event handed over so far was committed before this look began: it finds them all.
                 caughtUp = try await publishPending(on: leadership, recording: &publishedByLooks)
             } else {
                 let fresh = handed.filter { !publishedByLooks.contains($0.eventId) }
                 for batch in fresh.chunks(of: configuration.batchSize) {
-                    caughtUp = try await publish(Array(batch), on: leadership)
+                    let (confirmed, all) = try await publish(Array(batch), on: leadership)
+                    if unmarked.isEmpty { oldestUnmarked = .now }
+                    unmarked += confirmed
+                    caughtUp = all
                     if !caughtUp { break }  // the rest wait in the table for the next look
+                }
+            }
+            if !unmarked.isEmpty {
+                if unmarked.count >= configuration.batchSize || ContinuousClock.now - oldestUnmarked >= configuration.markDelay {
+                    try await markPublished(unmarked, on: leadership)
+                    unmarked = []
+                } else {
+                    wakeups.wake(after: configuration.markDelay)  // to mark them if nothing else comes
                 }
             }
             if ContinuousClock.now - lastCleanup >= configuration.cleanupInterval {
@@ -161,6 +185,7 @@ public final class OutboxRelay: Sendable {
         // stopped. Shutting down, publish what is committed before leaving: the calls below
         // don't stop on cancellation, and the service's shutdown deadline bounds them.
         if Task.isCancelled {
+            try await markPublished(unmarked, on: leadership)
             _ = try await publishPending(on: leadership, recording: &publishedByLooks)
             throw CancellationError()
         }
@@ -182,15 +207,21 @@ public final class OutboxRelay: Sendable {
             let pending = try rows.map(PendingEvent.init)
             pending.forEach { published.insert($0.eventId) }
             if pending.isEmpty { return true }
-            guard try await publish(pending, on: database) else { return false }
+            let (confirmed, all) = try await publish(pending, on: database)
+            // Marked at once: the next look must not find them.
+            try await markPublished(confirmed, on: database)
+            guard all else { return false }
             if rows.count < configuration.batchSize { return true }
         }
     }
 
-    /// Publishes one batch, waits once for the broker's confirms, and marks what it confirmed.
-    /// Returns whether the broker took every event: when it did not, the broker is struggling, and
-    /// the relay goes back to the table at its next wake-up.
-    private func publish(_ pending: [PendingEvent], on database: PostgresConnection) async throws -> Bool {
+    /// Publishes one batch, waits once for the broker's confirms, and postpones what a working
+    /// broker refused. Returns the ids of the events confirmed, and whether that is all of them:
+    /// when it is not, the broker is struggling, and the relay goes back to the table at its next
+    /// wake-up.
+    private func publish(
+        _ pending: [PendingEvent], on database: PostgresConnection
+    ) async throws -> (confirmed: [UUID], all: Bool) {
         let faults = configuration.faults
         faults.maybeCrash(at: .relayBeforePublish)
         let messages = pending.map { $0.message(from: service, as: publisher.user) }
@@ -220,15 +251,18 @@ public final class OutboxRelay: Sendable {
                 try await postpone(event, because: outcome.error?.description ?? "\(outcome)", on: database)
             }
         }
-        if !published.isEmpty {
-            faults.maybeCrash(at: .relayBeforeMarkPublished)
-            try await database.execute(
-                "UPDATE \(outbox.table) SET published_at = now() WHERE event_id = ANY($1::uuid[])",
-                "{" + published.map { $0.uuidString }.joined(separator: ",") + "}")
-        }
         logger.debug("published \(published.count) of \(pending.count) events in a batch")
         if brokerAway { logger.warning("broker unavailable; \(pending.count - published.count) events wait for it") }
-        return published.count == pending.count
+        return (published, published.count == pending.count)
+    }
+
+    /// Marks rows published, once the broker confirmed them.
+    private func markPublished(_ eventIds: [UUID], on database: PostgresConnection) async throws {
+        guard !eventIds.isEmpty else { return }
+        configuration.faults.maybeCrash(at: .relayBeforeMarkPublished)
+        try await database.execute(
+            "UPDATE \(outbox.table) SET published_at = now() WHERE event_id = ANY($1::uuid[])",
+            "{" + eventIds.map(\.uuidString).joined(separator: ",") + "}")
     }
 
     private func postpone(_ event: PendingEvent, because reason: String, on database: PostgresConnection) async throws {
@@ -370,6 +404,7 @@ final class Wakeups: Sendable {
     private let capacity: Int
     // Look once right away: rows may be waiting from before the relay started.
     private let waiting = Mutex<(look: Bool, handed: [PendingEvent])>((true, []))
+    private let timer = Mutex<Task<Void, Never>?>(nil)
 
     init(every interval: Duration, holding capacity: Int) {
         self.capacity = capacity
@@ -389,6 +424,19 @@ final class Wakeups: Sendable {
     func wake() {
         waiting.withLock { $0.look = true }
         continuation.yield()
+    }
+
+    /// Wakes the relay `delay` from now, without asking it to look; one such wake-up waits at a time.
+    func wake(after delay: Duration) {
+        let continuation = continuation
+        timer.withLock { timer in
+            guard timer == nil else { return }
+            timer = Task { [weak self] in
+                try? await Task.sleep(for: delay)
+                self?.timer.withLock { $0 = nil }
+                continuation.yield()
+            }
+        }
     }
 
     func handOver(_ event: PendingEvent) {
@@ -420,6 +468,7 @@ final class Wakeups: Sendable {
 
     func stop() {
         tasks.withLock { $0.forEach { $0.cancel() } }
+        timer.withLock { $0?.cancel() }
         continuation.finish()
     }
 }

@@ -225,6 +225,11 @@ final class RuntimeIntegrationTests {
             #expect(delivered.first?.properties.messageId == woken.eventId.uuidString.lowercased())
             try await Task.sleep(for: .milliseconds(200))  // a NOTIFY, had one been sent, arrives by now
             #expect(notifications.withLock { $0 } == 1)
+            // Its mark waits a little for company (`markDelay`), then comes by itself.
+            try await eventually {
+                try await env.pool.query("SELECT count(*) FROM \(env.outbox.table) WHERE published_at IS NULL")
+                    .first?.decode(Int.self, at: 0) == 0
+            }
         }
     }
 
