@@ -19,7 +19,8 @@ import Synchronization
 ///   events handed over by commits (below), in the order of those commits. If the
 ///   leader's process or session dies, Postgres releases the lock and a standby takes over
 ///   within a poll interval. Leadership shows when the relay reads or marks rows on its session,
-///   so a leader that lost it may publish one batch more: a duplicate, which inboxes absorb.
+///   so a leader that lost it may publish a few events more (those handed over since its last
+///   mark): duplicates, which inboxes absorb.
 /// - **Prompt, not busy.** A transaction that writes to the outbox in the leader's own process
 ///   hands the leader its events once it has committed, and the leader publishes them without
 ///   reading them back (unless it is still working through older rows: they go first). A write
@@ -149,8 +150,10 @@ public final class OutboxRelay: Sendable {
         var lastCleanup = ContinuousClock.now
         for await _ in wakeups.stream {
             if Task.isCancelled { break }
-            // On the session that holds the lock: if it was lost, so was the lock (another
-            // instance may lead by now), and this pass fails before publishing anything.
+            // Reads and marks go through the session that holds the lock: if it was lost, so was
+            // the lock (another instance may lead by now). A look then fails before publishing
+            // anything; handed events fail at their mark, and the new leader publishes those not
+            // marked yet again: duplicates, which inboxes absorb.
             let (look, handed) = wakeups.take()
             if look || !caughtUp {
                 // A look must not find rows that are out already.
