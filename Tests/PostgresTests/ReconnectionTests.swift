@@ -34,6 +34,20 @@ struct ReconnectionTests {
         }
     }
 
+    @Test func aPooledTransactionReconnectsAConnectionDroppedWhileIdle() async throws {
+        try await TestDatabase.withPool(maxConnections: 1) { pool in
+            let before = try await pool.transaction { tx in
+                try tx.query("SELECT pg_backend_pid() AS pid")[0].decode(Int32.self, column: "pid")
+            }
+            try await TestDatabase.terminateBackend(before)
+
+            let after = try await pool.transaction { tx in
+                try tx.query("SELECT pg_backend_pid() AS pid")[0].decode(Int32.self, column: "pid")
+            }
+            #expect(after != before)
+        }
+    }
+
     @Test func thePoolRecoversAfterAStatementFailedOnADroppedConnection() async throws {
         try await TestDatabase.withPool(maxConnections: 1) { pool in
             // Drop the connection while it is checked out, so the statement itself meets the cut.
