@@ -53,8 +53,8 @@ public enum OutboxReplay {
         ).map { row in
             let pending = try PendingEvent(row)
             return Row(
-                position: try row.decode(Int64.self, column: "position"), eventId: pending.eventId, type: pending.type, correlationId: pending.correlationId,
-                createdAt: pending.createdAt, pending: pending)
+                position: try row.decode(Int64.self, column: "position"), eventId: pending.eventId, type: pending.type,
+                correlationId: pending.correlationId, createdAt: pending.createdAt, pending: pending)
         }
     }
 
