@@ -199,6 +199,11 @@ struct ReplayTests {
 
             #expect(try await shop.place("alice", ["MUG-01": 2]).0 == 202)
             try await shop.eventually { try await shop.stock("MUG-01") == Stock(available: 98, reserved: 2) }
+            // A replay sends rows marked published; a handed event's mark may follow its confirm by
+            // up to the relay's `markDelay` (50 ms; see docs/outbox-and-inbox.md).
+            try await shop.eventually {
+                try await system.pool.query("SELECT 1 FROM \(system.schema(.order)).outbox WHERE published_at IS NULL").isEmpty
+            }
             let users = ServiceUsers.services.map { "\($0)=\(ServiceUsers.user($0, in: system.vhost))" }.joined(separator: ",")
             let replayed = try bazaar(
                 system, ["replay", "events", "--from-service", "order", "--since", "5m", "--to-queue", "inventory"],

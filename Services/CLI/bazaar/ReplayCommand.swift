@@ -86,7 +86,9 @@ struct ReplayCommand: AsyncParsableCommand {
                 default exchange, never to the service's exchange, so other consumers see nothing twice. Events go \
                 in outbox order (the order they were written, which for one order is the order of its saga), with \
                 their own message id, as their producer's broker user, and with the header x-replayed: true. \
-                The consumer's inbox skips events it already applied: running the same replay twice is harmless.
+                The consumer's inbox skips events it already applied: running the same replay twice is harmless. \
+                An event counts as published once the relay has marked it, at most about 50 ms after the broker \
+                confirmed it.
 
                 Without --type: the events the queue's service consumes, if the queue is a service's \
                 (order, inventory, payment, notification); otherwise every event of the service.
@@ -155,7 +157,7 @@ struct ReplayCommand: AsyncParsableCommand {
                 // Rows past OUTBOX_RETENTION_HOURS are deleted: say so rather than replay less in silence.
                 print(
                     "note: the oldest event the \(service) outbox still holds was written at \(oldest.formatted(.iso8601)); "
-                        + "any before it are past OUTBOX_RETENTION_HOURS and can't be replayed")
+                        + "a replay reaches no further back (rows older than OUTBOX_RETENTION_HOURS are deleted)")
             }
 
             let broker = try AMQPConfiguration(url: environment.amqpURL, connectionName: "bazaar-cli")
