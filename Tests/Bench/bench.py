@@ -243,13 +243,17 @@ class Bench:
         return snapshot
 
     async def counters(self):
-        """Rows inserted into the services' outboxes and inboxes, and the database's commits, so
-        far. (Statistics a backend flushes within about a second of going idle: read after a pause.)"""
+        """Rows inserted into the services' outboxes and inboxes, the database's commits, the WAL
+        written (bytes, full-page images) and the checkpointer's work, so far. (Statistics a
+        backend flushes within about a second of going idle: read after a pause.)"""
         schemas = ", ".join(f"'{s}'" for s in SCHEMAS.values())
         rows = await self.stack.sql(
             "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()) AS commits, "
             f"(SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = 'outbox' AND schemaname IN ({schemas})) AS outbox, "
-            f"(SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = 'inbox' AND schemaname IN ({schemas})) AS inbox")
+            f"(SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = 'inbox' AND schemaname IN ({schemas})) AS inbox, "
+            "(SELECT wal_bytes FROM pg_stat_wal) AS wal_bytes, (SELECT wal_fpi FROM pg_stat_wal) AS wal_fpi, "
+            "(SELECT buffers_checkpoint FROM pg_stat_bgwriter) AS checkpoint_buffers, "
+            "(SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) AS checkpoints")
         return {key: int(value) for key, value in rows[0].items()}
 
     async def load_step(self, rate, label):
@@ -310,11 +314,18 @@ class Bench:
             consumedPerSecond=round(delta["inbox"] / seconds, 1),
             commitsPerSecond=round(delta["commits"] / elapsed, 1),
             commitsPerOrder=round(delta["commits"] / settled, 1),
+            # A checkpoint that runs during a step writes pages back beside it, and after it every
+            # page's first change logs the whole page: more WAL to flush at each commit.
+            walKiBPerOrder=round(delta["wal_bytes"] / 1024 / settled, 1),
+            fullPageImagesPerOrder=round(delta["wal_fpi"] / settled, 2),
+            checkpointBuffersWritten=delta["checkpoint_buffers"],
+            checkpointsCompleted=delta["checkpoints"],
         )
         self.log(f"  {completed:.1f} orders/s completed of {rate:g} offered, {load['settled']}/{load['placed']}"
                  f" settled, {load['failed']} failed; placed→settled p50 {load['placedToSettledMs']['p50']} ms, p99"
                  f" {load['placedToSettledMs']['p99']} ms; POST p99 {load['postOrdersMs']['p99']} ms;"
-                 f" {step['cpuMsPerOrderTotal']} CPU ms/order")
+                 f" {step['cpuMsPerOrderTotal']} CPU ms/order; WAL {step['walKiBPerOrder']} KiB/order,"
+                 f" checkpointer wrote {delta['checkpoint_buffers']} buffers")
         return step
 
     async def watch(self, started, cpu_before, rss_max):

@@ -89,6 +89,16 @@ def _cpu(results):
             ["step"] + PROCESSES + ["total", "machine busy"], rows)
 
 
+def _disk(results):
+    rows = [[step["label"], _number(step.get("walKiBPerOrder"), 1), _number(step.get("fullPageImagesPerOrder"), 2),
+             _number(step.get("checkpointBuffersWritten")), _number(step.get("checkpointsCompleted"))]
+            for step in _steps(results)]
+    return ("PostgreSQL's disk work per step (a checkpoint running beside a step writes pages back, and after it "
+            "each page's first change logs the whole page: more WAL to flush per commit, and latency to match)",
+            ["step", "WAL KiB/order", "full-page images/order", "checkpointer buffers written", "checkpoints ended"],
+            rows)
+
+
 def _services(results):
     rss = results.get("rssMiB", {})
     ready, ready_history = results.get("readiness", {}), results.get("readinessWithHistory", {})
@@ -155,7 +165,7 @@ def _targets(results):
 
 def sections(results, summary=False):
     chosen = [_raw_capacity, _ladder, _history, _targets] if summary else [
-        _raw_capacity, _ladder, _cpu, _services, _history, _targets]
+        _raw_capacity, _ladder, _cpu, _disk, _services, _history, _targets]
     return [section for section in (make(results) for make in chosen) if section]
 
 
