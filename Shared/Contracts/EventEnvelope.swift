@@ -28,7 +28,8 @@ extension DomainEvent {
 ///  "correlationId": "<order id>", "causationId": "<event that caused it>", "source": "order", "data": {…}}
 /// ```
 public struct EventEnvelope<Event: DomainEvent>: Sendable, Equatable {
-    /// Unique per event, and the AMQP message id: the inbox deduplicates on it.
+    /// Unique per event, and the AMQP message id: the inbox deduplicates on it. Time-ordered
+    /// (`UUID.timeOrdered`), so the outbox's and the inboxes' indexes on it grow at one end.
     public var eventId: UUID
     public var occurredAt: Date
     /// The order id for the events of a saga: every event of one order carries it. Events outside
@@ -40,7 +41,7 @@ public struct EventEnvelope<Event: DomainEvent>: Sendable, Equatable {
     public var data: Event
 
     public init(
-        eventId: UUID = UUID(), occurredAt: Date = Date(), correlationId: UUID, causationId: UUID?,
+        eventId: UUID = .timeOrdered(), occurredAt: Date = Date(), correlationId: UUID, causationId: UUID?,
         source: ServiceName = Event.producer, data: Event
     ) {
         self.eventId = eventId

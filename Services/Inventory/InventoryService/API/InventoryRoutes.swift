@@ -68,7 +68,7 @@ struct InventoryRoutes {
             let product = try store.upsert(sku: sku, name: body.name, price: body.price, stock: body.stock, in: tx)
             try outbox.append(
                 EventEnvelope(
-                    correlationId: UUID(), causationId: nil,
+                    correlationId: .timeOrdered(), causationId: nil,
                     data: ProductUpdated(
                         sku: product.sku, name: product.name, price: product.price, available: product.available,
                         revision: product.revision)),

@@ -25,7 +25,7 @@ enum NotificationHandlers {
         _ context: HandlerContext
     ) throws {
         let notification = StoredNotification(
-            notificationId: UUID(), orderId: orderId, customerId: customerId, kind: kind, createdAt: Date())
+            notificationId: .timeOrdered(), orderId: orderId, customerId: customerId, kind: kind, createdAt: Date())
         guard try store.record(notification, causedBy: context.incoming.eventId, in: context.transaction) else { return }
         webhooks.enqueue(notificationId: notification.notificationId, customerId: customerId, in: context.transaction)
         try context.emit(

@@ -49,7 +49,7 @@ struct CatalogueRebuildRoutes {
     @Sendable func start(_ request: Request, context: BasicRequestContext) async throws -> EditedResponse<RebuildBody> {
         try await dependencies.authenticator.requireAdmin(request)
         let (rebuilds, outbox) = (rebuilds, dependencies.outbox)
-        let rebuild = try await dependencies.pool.transaction { tx in try rebuilds.start(UUID(), outbox: outbox, in: tx) }
+        let rebuild = try await dependencies.pool.transaction { tx in try rebuilds.start(.timeOrdered(), outbox: outbox, in: tx) }
         let location = "/catalogue/rebuilds/\(rebuild.rebuildId.uuidString.lowercased())"
         return EditedResponse(status: .accepted, headers: [.location: location], response: RebuildBody(rebuild))
     }

@@ -109,7 +109,7 @@ struct OrderRoutes {
                 return .failure(error)
             }
             let order = StoredOrder(
-                orderId: UUID(), customerId: body.customerId, status: .pending, reason: nil, lines: priced.lines,
+                orderId: .timeOrdered(), customerId: body.customerId, status: .pending, reason: nil, lines: priced.lines,
                 total: priced.total, createdAt: now)
             store.insert(order, idempotencyKey: idempotencyKey, deadline: deadline, in: tx)
             try outbox.append(

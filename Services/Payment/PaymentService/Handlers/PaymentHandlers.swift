@@ -13,7 +13,7 @@ enum PaymentHandlers {
             let decision = PaymentRules.onStockReserved(
                 payment: facts.payment?.status, cancelled: facts.cancelled, balance: facts.balance, amount: reserved.total)
             let payment = Payment(
-                paymentId: UUID(), orderId: reserved.orderId, customerId: reserved.customerId, amount: reserved.total,
+                paymentId: .timeOrdered(), orderId: reserved.orderId, customerId: reserved.customerId, amount: reserved.total,
                 status: .captured)
             switch decision {
             case .capture:
