@@ -8,7 +8,7 @@ extension UUID {
     /// `event_id`, an inbox's key, an order's) takes each new key beside the last, on a page that
     /// is already in memory. Random (version 4) ids land anywhere in the index: once it outgrows
     /// the cache, each insert dirties a page of its own, and after each checkpoint logs the whole
-    /// page to the WAL. That is most of what a table's history costs. The price: the id tells
+    /// page to the WAL (the README's Performance section measures it). The price: the id tells
     /// when it was made, to the millisecond.
     public static func timeOrdered(at date: Date = Date()) -> UUID {
         var generator = SystemRandomNumberGenerator()
