@@ -87,9 +87,7 @@ struct ReplayTests {
             let shop = Shop(system)
             try await shop.product("MUG-01", price: 1250, stock: 1000)
             let outbox = "\(system.schema(.order)).outbox"
-            func allPublished() async throws -> Bool {
-                try await system.pool.query("SELECT 1 FROM \(outbox) WHERE published_at IS NULL").isEmpty
-            }
+            func allPublished() async throws -> Bool { try await system.unpublishedEvents(of: .order) == 0 }
             for _ in 0..<3 { #expect(try await shop.place("alice", ["MUG-01": 1]).0 == 202) }
             try await shop.eventually(allPublished)
             try await Task.sleep(for: .milliseconds(50))
@@ -201,9 +199,7 @@ struct ReplayTests {
             try await shop.eventually { try await shop.stock("MUG-01") == Stock(available: 98, reserved: 2) }
             // A replay sends rows marked published; a handed event's mark may follow its confirm by
             // up to the relay's `markDelay` (50 ms; see docs/outbox-and-inbox.md).
-            try await shop.eventually {
-                try await system.pool.query("SELECT 1 FROM \(system.schema(.order)).outbox WHERE published_at IS NULL").isEmpty
-            }
+            try await shop.eventually { try await system.unpublishedEvents(of: .order) == 0 }
             let users = ServiceUsers.services.map { "\($0)=\(ServiceUsers.user($0, in: system.vhost))" }.joined(separator: ",")
             let replayed = try bazaar(
                 system, ["replay", "events", "--from-service", "order", "--since", "5m", "--to-queue", "inventory"],

@@ -62,6 +62,12 @@ final class RunningSystem: @unchecked Sendable {
     func schema(_ service: Service) -> String { "\(service.schema)_\(suffix)" }
     func url(_ service: Service) -> String { "http://127.0.0.1:\(ports[service]!)" }
 
+    /// Rows of `service`'s outbox not marked published yet (the relay marks a confirmed event up to
+    /// its `markDelay` later).
+    func unpublishedEvents(of service: Service) async throws -> Int {
+        try await pool.query("SELECT count(*) FROM \(schema(service)).outbox WHERE published_at IS NULL")[0].decode(Int.self, at: 0)
+    }
+
     /// Starts one instance of each of `services` and waits until all are ready.
     func start(_ services: [Service] = Service.allCases, instance: Int = 1) async throws {
         for service in services { try launch(service, instance: instance) }

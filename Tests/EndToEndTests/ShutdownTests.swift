@@ -36,8 +36,7 @@ struct ShutdownTests {
             #expect(took < .seconds(5), "shutdown took \(took)")
             #expect(system.log(of: .order).contains("order service stopped"))
             #expect(!accepted.isEmpty)
-            let unpublished = try await system.pool.query(
-                "SELECT count(*) FROM \(system.schema(.order)).outbox WHERE published_at IS NULL").first!.decode(Int.self, at: 0)
+            let unpublished = try await system.unpublishedEvents(of: .order)
             #expect(unpublished == 0, "events left unpublished at exit")
 
             try await system.start([.order])
