@@ -263,6 +263,7 @@ class Bench:
         await self.quiesce()
         await asyncio.sleep(1.5)
         counters_before = await self.counters()
+        database_clock_before = (await self.stack.sql("SELECT now() AS now"))[0]["now"]
         cpu_before = self.cpu_snapshot()
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         rss_max = {service: 0.0 for service in SERVICES}
@@ -279,6 +280,7 @@ class Bench:
         elapsed = time.monotonic() - started
         await asyncio.sleep(1.5)
         counters_after = await self.counters()
+        hops = await self.saga_hops(database_clock_before)
 
         step = {"rate": rate, "label": label, "exitCode": process.returncode, "elapsedSeconds": round(elapsed, 2),
                 "rssMiBMax": {service: round(value, 1) for service, value in rss_max.items()},
@@ -320,13 +322,57 @@ class Bench:
             fullPageImagesPerOrder=round(delta["wal_fpi"] / settled, 2),
             checkpointBuffersWritten=delta["checkpoint_buffers"],
             checkpointsCompleted=delta["checkpoints"],
+            sagaHopsMs=hops,
         )
         self.log(f"  {completed:.1f} orders/s completed of {rate:g} offered, {load['settled']}/{load['placed']}"
                  f" settled, {load['failed']} failed; placed→settled p50 {load['placedToSettledMs']['p50']} ms, p99"
                  f" {load['placedToSettledMs']['p99']} ms; POST p99 {load['postOrdersMs']['p99']} ms;"
                  f" {step['cpuMsPerOrderTotal']} CPU ms/order; WAL {step['walKiBPerOrder']} KiB/order,"
                  f" checkpointer wrote {delta['checkpoint_buffers']} buffers")
+        if hops:
+            self.log("  hop by hop, p50: " + ", ".join(f"{report.SAGA_HOPS[event]} {hops[event]['p50']} ms"
+                                                       for event in report.SAGA_HOPS))
         return step
+
+    async def saga_hops(self, since):
+        """Where a confirmed order's time went between its saga's transactions, by the database's
+        clock: from the transaction that placed it to inventory's (OrderPlaced), from inventory's to
+        payment's (StockReserved), from payment's to the order service's (PaymentCaptured).
+
+        Each service records `now()`, its transaction's start, as the order's `created_at` or the
+        inbox row's `received_at`, so a hop is the step's own statements and commit, the hand-over
+        to its relay, the broker's enqueue and delivery, and the next consumer picking it up; p50,
+        p90 and p99 of each, for the orders placed since `since`."""
+        consumers = {"OrderPlaced": "inventory", "StockReserved": "payment", "PaymentCaptured": "order"}
+        inbox = {event: f"(SELECT min(received_at) FROM {SCHEMAS[consumer]}.inbox"
+                        f" WHERE correlation_id = o.order_id AND event_type = '{event}')"
+                 for event, consumer in consumers.items()}
+        columns = ", ".join(
+            f"percentile_cont(array[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY {event}) AS \"{event}\""
+            for event in consumers)
+        rows = await self.stack.sql(f"""
+            WITH stamps AS (
+                SELECT o.created_at AS placed, {inbox['OrderPlaced']} AS reserving,
+                       {inbox['StockReserved']} AS paying, {inbox['PaymentCaptured']} AS confirming
+                FROM {SCHEMAS['order']}.orders o
+                WHERE o.created_at >= '{since}'::timestamptz AND o.status = 'confirmed'),
+            hops AS (
+                SELECT extract(epoch FROM reserving - placed) * 1000 AS OrderPlaced,
+                       extract(epoch FROM paying - reserving) * 1000 AS StockReserved,
+                       extract(epoch FROM confirming - paying) * 1000 AS PaymentCaptured,
+                       extract(epoch FROM confirming - placed) * 1000 AS total
+                FROM stamps WHERE confirming IS NOT NULL)
+            SELECT count(*) AS orders, {columns},
+                   percentile_cont(array[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY total) AS total
+            FROM hops""", timeout=60)
+        row = rows[0]
+        if not row["orders"]:
+            return None
+
+        def quantiles(values):
+            return {name: round(value, 2) for name, value in zip(["p50", "p90", "p99"], values)}
+        return {"orders": row["orders"], "total": quantiles(row["total"]),
+                **{event: quantiles(row[event]) for event in consumers}}
 
     async def watch(self, started, cpu_before, rss_max):
         """While a step runs: the services' peak memory every second, a progress line every 5 s."""

@@ -13,6 +13,9 @@ from pathlib import Path
 README_BEGIN = "<!-- bench:begin (make bench --write-docs rewrites this block) -->"
 README_END = "<!-- bench:end -->"
 PROCESSES = ["order", "inventory", "payment", "notification", "rabbitmq", "postgres", "load generator"]
+# The confirmed path's events, and the hop each one makes (bench.py's sagaHopsMs).
+SAGA_HOPS = {"OrderPlaced": "order → inventory", "StockReserved": "inventory → payment",
+             "PaymentCaptured": "payment → order"}
 
 
 # -- the figures, as sections of rows --------------------------------------------------------------
@@ -99,6 +102,24 @@ def _disk(results):
             rows)
 
 
+def _hops(results):
+    steps = [step for step in _steps(results) if step.get("sagaHopsMs")]
+    if not steps:
+        return None
+    rows = []
+    for step in steps:
+        hops = step["sagaHopsMs"]
+        rows.append([step["label"]]
+                    + [_number(hops[event][quantile], 1) for event in SAGA_HOPS for quantile in ("p50", "p99")]
+                    + [_number(hops["total"]["p50"], 1), _number(step["load"]["placedToSettledMs"]["p50"], 1)])
+    headers = (["step"] + [f"{hop} {quantile} ms" for hop in SAGA_HOPS.values() for quantile in ("p50", "p99")]
+               + ["placed → last step p50 ms", "scheduled → confirmed p50 ms"])
+    return ("Where a confirmed order's time goes, hop by hop (from one saga step's transaction start to the next's, "
+            "by the database's clock: the step's statements and commit, its relay, the broker, the next "
+            "consumer; the last column is the ladder's p50, which adds the wait before the order service's "
+            "transaction and the last step itself)", headers, rows)
+
+
 def _services(results):
     rss = results.get("rssMiB", {})
     ready, ready_history = results.get("readiness", {}), results.get("readinessWithHistory", {})
@@ -165,7 +186,7 @@ def _targets(results):
 
 def sections(results, summary=False):
     chosen = [_raw_capacity, _ladder, _history, _targets] if summary else [
-        _raw_capacity, _ladder, _cpu, _disk, _services, _history, _targets]
+        _raw_capacity, _ladder, _cpu, _hops, _disk, _services, _history, _targets]
     return [section for section in (make(results) for make in chosen) if section]
 
 
