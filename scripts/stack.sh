@@ -16,6 +16,11 @@
 #   BAZAAR_PG_PORT        PostgreSQL's port (plain and TLS, same CA)   [5433]
 #   BAZAAR_ADMIN_USER     admin user on both servers                   [bazaar]
 #   BAZAAR_ADMIN_PASSWORD its password (local development only)        [bazaar]
+#   BAZAAR_RABBITMQ_SCHEDULERS  the RabbitMQ node's Erlang scheduler threads, or `auto` for
+#                         Erlang's one per core                         [1]
+#                         (the node shares the cores with PostgreSQL and the services; on 2
+#                         cores one scheduler costs less CPU, and near saturation halves the
+#                         latency: README, Performance)
 #   ORDER_AMQP_PASSWORD … NOTIFICATION_DB_PASSWORD, AUTH_JWT_SECRET: override .run/secrets.env
 #
 # As in compose, each service has its own broker user and database role (secrets.env; URLs in
@@ -29,6 +34,7 @@ amqp_port=${BAZAAR_AMQP_PORT:-5673}
 pg_port=${BAZAAR_PG_PORT:-5433}
 admin_user=${BAZAAR_ADMIN_USER:-bazaar}
 admin_password=${BAZAAR_ADMIN_PASSWORD:-bazaar}
+rabbit_schedulers=${BAZAAR_RABBITMQ_SCHEDULERS:-1}
 
 rabbit_dir=$run_dir/rabbitmq
 pg_dir=$run_dir/postgres
@@ -136,6 +142,10 @@ rabbit_env() {
   export RABBITMQ_CONFIG_FILE=$rabbit_dir/rabbitmq.conf
   export RABBITMQ_ENABLED_PLUGINS_FILE=$rabbit_dir/enabled_plugins
   export HOME=$rabbit_dir # the Erlang cookie lives here
+  if [[ $rabbit_schedulers != auto ]]; then
+    # Before the caller's own arguments, if any: Erlang takes the last +S.
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+S $rabbit_schedulers:$rabbit_schedulers ${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:-}"
+  fi
 }
 
 # A local certificate authority, made once, and from it a certificate for localhost / 127.0.0.1
@@ -172,6 +182,8 @@ rabbit_running() {
 
 start_rabbitmq() {
   if rabbit_running; then say "RabbitMQ already runs (node $rabbit_node, port $amqp_port)"; return; fi
+  [[ $rabbit_schedulers == auto || $rabbit_schedulers =~ ^[1-9][0-9]*$ ]] \
+    || fail "BAZAAR_RABBITMQ_SCHEDULERS must be a count or auto, not '$rabbit_schedulers'"
   require_free_port "$amqp_port" "RabbitMQ" BAZAAR_AMQP_PORT
   require_free_port "$((amqp_port + 20000))" "RabbitMQ distribution" BAZAAR_AMQP_PORT
   require_free_port "$amqps_port" "RabbitMQ TLS" BAZAAR_AMQP_PORT
