@@ -330,7 +330,7 @@ class Bench:
                  f" {step['cpuMsPerOrderTotal']} CPU ms/order; WAL {step['walKiBPerOrder']} KiB/order,"
                  f" checkpointer wrote {delta['checkpoint_buffers']} buffers")
         if hops:
-            self.log("  hop by hop, p50: " + ", ".join(f"{report.SAGA_HOPS[event]} {hops[event]['p50']} ms"
+            self.log("  hop by hop, p50: " + ", ".join(f"{report.hop_label(event)} {hops[event]['p50']} ms"
                                                        for event in report.SAGA_HOPS))
         return step
 
@@ -343,13 +343,12 @@ class Bench:
         inbox row's `received_at`, so a hop is the step's own statements and commit, the hand-over
         to its relay, the broker's enqueue and delivery, and the next consumer picking it up; p50,
         p90 and p99 of each, for the orders placed since `since`."""
-        consumers = {"OrderPlaced": "inventory", "StockReserved": "payment", "PaymentCaptured": "order"}
         inbox = {event: f"(SELECT min(received_at) FROM {SCHEMAS[consumer]}.inbox"
                         f" WHERE correlation_id = o.order_id AND event_type = '{event}')"
-                 for event, consumer in consumers.items()}
+                 for event, (_, consumer) in report.SAGA_HOPS.items()}
         columns = ", ".join(
-            f"percentile_cont(array[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY {event}) AS \"{event}\""
-            for event in consumers)
+            f"percentile_cont(array[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY \"{event}\") AS \"{event}\""
+            for event in report.SAGA_HOPS)
         rows = await self.stack.sql(f"""
             WITH stamps AS (
                 SELECT o.created_at AS placed, {inbox['OrderPlaced']} AS reserving,
@@ -357,9 +356,9 @@ class Bench:
                 FROM {SCHEMAS['order']}.orders o
                 WHERE o.created_at >= '{since}'::timestamptz AND o.status = 'confirmed'),
             hops AS (
-                SELECT extract(epoch FROM reserving - placed) * 1000 AS OrderPlaced,
-                       extract(epoch FROM paying - reserving) * 1000 AS StockReserved,
-                       extract(epoch FROM confirming - paying) * 1000 AS PaymentCaptured,
+                SELECT extract(epoch FROM reserving - placed) * 1000 AS "OrderPlaced",
+                       extract(epoch FROM paying - reserving) * 1000 AS "StockReserved",
+                       extract(epoch FROM confirming - paying) * 1000 AS "PaymentCaptured",
                        extract(epoch FROM confirming - placed) * 1000 AS total
                 FROM stamps WHERE confirming IS NOT NULL)
             SELECT count(*) AS orders, {columns},
@@ -372,7 +371,7 @@ class Bench:
         def quantiles(values):
             return {name: round(value, 2) for name, value in zip(["p50", "p90", "p99"], values)}
         return {"orders": row["orders"], "total": quantiles(row["total"]),
-                **{event: quantiles(row[event]) for event in consumers}}
+                **{event: quantiles(row[event]) for event in report.SAGA_HOPS}}
 
     async def watch(self, started, cpu_before, rss_max):
         """While a step runs: the services' peak memory every second, a progress line every 5 s."""
