@@ -3,6 +3,7 @@ import Auth
 import Foundation
 import Logging
 import Postgres
+import Synchronization
 import TestSupport
 import Testing
 
@@ -177,21 +178,36 @@ final class RunningSystem: @unchecked Sendable {
         try? FileManager.default.removeItem(at: logDirectory)
     }
 
-    /// A port nobody listens on right now.
+    /// A port nobody listens on right now, for a server started soon after.
+    ///
+    /// Chosen below the kernel's ephemeral range (`ip_local_port_range`): a port the kernel hands
+    /// out (binding to port 0) is free only until the next outgoing connection, which may take it
+    /// as its local port before the server binds it; one below that range no connection takes.
+    /// Never the same port twice in one test run.
     static func freePort() throws -> Int {
+        let ephemeralStart = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+            .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
+        let candidates = 10_000..<max(ephemeralStart, 20_000)
+        for _ in 0..<200 {
+            let port = Int.random(in: candidates)
+            guard handedOut.withLock({ $0.insert(port).inserted }), canBind(port) else { continue }
+            return port
+        }
+        throw SystemError("could not find a free port in \(candidates)")
+    }
+
+    private static let handedOut = Mutex<Set<Int>>([])
+
+    private static func canBind(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
-            }
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
-        guard ok else { throw SystemError("could not find a free port") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }
 
